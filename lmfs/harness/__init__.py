@@ -1,0 +1,1 @@
+"""The harness: adapter loading, grading, the benchmark store, regression detection and HTML reports."""
