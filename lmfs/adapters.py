@@ -20,34 +20,52 @@ from torch import Tensor
 def run_train_bpe(
     input_path: str | os.PathLike, vocab_size: int, special_tokens: list[str], **kwargs: Any
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
-    raise NotImplementedError
+    from lmfs.tokenizer.train import train_bpe
+
+    return train_bpe(input_path, vocab_size, special_tokens, **kwargs)
 
 
 def get_tokenizer(
     vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], special_tokens: list[str] | None = None
 ) -> Any:
-    raise NotImplementedError
+    from lmfs.tokenizer.tokenizer import Tokenizer
+
+    return Tokenizer(vocab, merges, special_tokens)
 
 
 # =============================================================================================== nn
 
 
 def run_linear(d_in: int, d_out: int, weights: Tensor, in_features: Tensor) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import Linear
+
+    layer = Linear(d_in, d_out, device=weights.device, dtype=weights.dtype)
+    layer.load_state_dict({"weight": weights})
+    return layer(in_features)
 
 
 def run_embedding(vocab_size: int, d_model: int, weights: Tensor, token_ids: Tensor) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import Embedding
+
+    layer = Embedding(vocab_size, d_model, device=weights.device, dtype=weights.dtype)
+    layer.load_state_dict({"weight": weights})
+    return layer(token_ids)
 
 
 def run_swiglu(
     d_model: int, d_ff: int, w1_weight: Tensor, w2_weight: Tensor, w3_weight: Tensor, in_features: Tensor
 ) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import SwiGLU
+
+    layer = SwiGLU(d_model, d_ff, device=w1_weight.device, dtype=w1_weight.dtype)
+    layer.load_state_dict({"w1.weight": w1_weight, "w2.weight": w2_weight, "w3.weight": w3_weight})
+    return layer(in_features)
 
 
 def run_scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import scaled_dot_product_attention
+
+    return scaled_dot_product_attention(Q, K, V, mask)
 
 
 def run_multihead_self_attention(
@@ -59,7 +77,14 @@ def run_multihead_self_attention(
     o_proj_weight: Tensor,
     in_features: Tensor,
 ) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import MultiHeadSelfAttention, fuse_qkv
+
+    layer = MultiHeadSelfAttention(d_model, num_heads, device=in_features.device, dtype=q_proj_weight.dtype)
+    weights = {"attn.q_proj.weight": q_proj_weight, "attn.k_proj.weight": k_proj_weight,
+               "attn.v_proj.weight": v_proj_weight}
+    layer.load_state_dict({"qkv_proj.weight": fuse_qkv(weights)["attn.qkv_proj.weight"],
+                           "output_proj.weight": o_proj_weight})
+    return layer(in_features)
 
 
 def run_multihead_self_attention_with_rope(
@@ -74,11 +99,21 @@ def run_multihead_self_attention_with_rope(
     in_features: Tensor,
     token_positions: Tensor | None = None,
 ) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import MultiHeadSelfAttention, RotaryEmbedding, fuse_qkv
+
+    rope = RotaryEmbedding(theta, d_model // num_heads, max_seq_len, device=in_features.device)
+    layer = MultiHeadSelfAttention(d_model, num_heads, rope=rope, device=in_features.device, dtype=q_proj_weight.dtype)
+    weights = {"attn.q_proj.weight": q_proj_weight, "attn.k_proj.weight": k_proj_weight,
+               "attn.v_proj.weight": v_proj_weight}
+    layer.load_state_dict({"qkv_proj.weight": fuse_qkv(weights)["attn.qkv_proj.weight"],
+                           "output_proj.weight": o_proj_weight})
+    return layer(in_features, token_positions)
 
 
 def run_rope(d_k: int, theta: float, max_seq_len: int, in_query_or_key: Tensor, token_positions: Tensor) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import RotaryEmbedding
+
+    return RotaryEmbedding(theta, d_k, max_seq_len, device=in_query_or_key.device)(in_query_or_key, token_positions)
 
 
 def run_transformer_block(
@@ -90,7 +125,15 @@ def run_transformer_block(
     weights: dict[str, Tensor],
     in_features: Tensor,
 ) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import TransformerBlock, TransformerConfig, load_cs336_state_dict
+    from lmfs.nn.rope import RotaryEmbedding
+
+    config = TransformerConfig(vocab_size=1, context_length=max_seq_len, d_model=d_model, num_layers=1,
+                               num_heads=num_heads, d_ff=d_ff, rope_theta=theta)
+    rope = RotaryEmbedding(theta, d_model // num_heads, max_seq_len, device=in_features.device)
+    block = TransformerBlock(config, rope=rope, device=in_features.device, dtype=in_features.dtype)
+    load_cs336_state_dict(block, weights)
+    return block(in_features)
 
 
 def run_transformer_lm(
@@ -104,40 +147,63 @@ def run_transformer_lm(
     weights: dict[str, Tensor],
     in_indices: Tensor,
 ) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import TransformerConfig, TransformerLM, load_cs336_state_dict
+
+    config = TransformerConfig(vocab_size=vocab_size, context_length=context_length, d_model=d_model,
+                               num_layers=num_layers, num_heads=num_heads, d_ff=d_ff, rope_theta=rope_theta)
+    weight = weights["token_embeddings.weight"]
+    model = TransformerLM(config, device=weight.device, dtype=weight.dtype)
+    load_cs336_state_dict(model, weights)
+    return model(in_indices)
 
 
 def run_rmsnorm(d_model: int, eps: float, weights: Tensor, in_features: Tensor) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import RMSNorm
+
+    layer = RMSNorm(d_model, eps=eps, device=weights.device, dtype=weights.dtype)
+    layer.load_state_dict({"weight": weights})
+    return layer(in_features)
 
 
 def run_silu(in_features: Tensor) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import silu
+
+    return silu(in_features)
 
 
 def run_softmax(in_features: Tensor, dim: int) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import softmax
+
+    return softmax(in_features, dim=dim)
 
 
 def run_cross_entropy(inputs: Tensor, targets: Tensor) -> Tensor:
-    raise NotImplementedError
+    from lmfs.nn import cross_entropy
+
+    return cross_entropy(inputs, targets)
 
 
 # =============================================================================================== optim
 
 
 def run_gradient_clipping(parameters: Iterable[torch.nn.Parameter], max_l2_norm: float) -> None:
-    raise NotImplementedError
+    from lmfs.optim import clip_grad_norm_
+
+    clip_grad_norm_(parameters, max_l2_norm)
 
 
 def get_adamw_cls() -> type[torch.optim.Optimizer]:
-    raise NotImplementedError
+    from lmfs.optim import AdamW
+
+    return AdamW
 
 
 def run_get_lr_cosine_schedule(
     it: int, max_learning_rate: float, min_learning_rate: float, warmup_iters: int, cosine_cycle_iters: int
 ) -> float:
-    raise NotImplementedError
+    from lmfs.optim import cosine_lr
+
+    return cosine_lr(it, max_learning_rate, min_learning_rate, warmup_iters, cosine_cycle_iters)
 
 
 # =============================================================================================== train
@@ -146,7 +212,9 @@ def run_get_lr_cosine_schedule(
 def run_get_batch(
     dataset: npt.NDArray, batch_size: int, context_length: int, device: str
 ) -> tuple[Tensor, Tensor]:
-    raise NotImplementedError
+    from lmfs.train.data import get_batch
+
+    return get_batch(dataset, batch_size, context_length, device)
 
 
 def run_save_checkpoint(
@@ -155,24 +223,32 @@ def run_save_checkpoint(
     iteration: int,
     out: str | os.PathLike | BinaryIO | IO[bytes],
 ) -> None:
-    raise NotImplementedError
+    from lmfs.train.checkpoint import save_checkpoint
+
+    save_checkpoint(model, optimizer, iteration, out)
 
 
 def run_load_checkpoint(
     src: str | os.PathLike | BinaryIO | IO[bytes], model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> int:
-    raise NotImplementedError
+    from lmfs.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(src, model, optimizer)
 
 
 # =============================================================================================== kernels
 
 
 def get_flashattention_autograd_function_pytorch() -> type:
-    raise NotImplementedError
+    from lmfs.kernels.flash_pytorch import FlashAttentionPyTorch
+
+    return FlashAttentionPyTorch
 
 
 def get_flashattention_autograd_function_triton() -> type:
-    raise NotImplementedError
+    from lmfs.kernels.flash_triton import FlashAttentionTriton
+
+    return FlashAttentionTriton
 
 
 # =============================================================================================== scaling

@@ -38,6 +38,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lmfs")
     group.addoption("--adapter", default=None, help=f"adapter module or .py file to grade (default {DEFAULT_ADAPTER})")
     group.addoption("--grade-log", default=None, help="append one JSON line per test to this file (used by the grader)")
+    group.addoption(
+        "--grade-skip", default=None, help="deselect the test ids listed (one per line) in this file (used by the grader)"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,7 +84,21 @@ def _cuda_available() -> bool:
         return False
 
 
+def _deselect_done(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_file = config.getoption("--grade-skip")
+    if not skip_file or not os.path.exists(skip_file):
+        return
+    with open(skip_file, encoding="utf-8") as fh:
+        done = {line.rstrip("\n") for line in fh if line.strip()}
+    keep = [it for it in items if it.nodeid not in done]
+    gone = [it for it in items if it.nodeid in done]
+    if gone:
+        config.hook.pytest_deselected(items=gone)
+        items[:] = keep
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _deselect_done(config, items)
     gpu_items = [it for it in items if it.get_closest_marker("gpu")]
     if gpu_items and not _cuda_available():
         skip = pytest.mark.skip(reason="needs CUDA")
@@ -119,8 +136,10 @@ def _classify(report: pytest.TestReport, call_excinfo: object | None) -> str:
         return "missing"
     if "NotImplementedError" in text:
         return "not_implemented"
-    if "Timeout" in text and "pytest-timeout" in text or "Failed: Timeout" in text:
+    if ("Timeout" in text and "pytest-timeout" in text) or "Failed: Timeout" in text:
         return "timeout"
+    if "MemoryError" in text or "can't allocate memory" in text or "CUDA out of memory" in text:
+        return "memory"
     return "failed" if report.when == "call" else "error"
 
 
@@ -139,6 +158,26 @@ class _GradeLog:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for it in items:
             self._items[it.nodeid] = it
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.write(
+            {
+                "event": "collected",
+                "items": [
+                    {"nodeid": it.nodeid, "unit": item_unit(it), "points": item_points(it)} for it in session.items
+                ],
+            }
+        )
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.write(
+                {
+                    "event": "collect_error",
+                    "nodeid": report.nodeid,
+                    "message": str(report.longrepr)[-2000:],
+                }
+            )
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
         it = self._items.get(nodeid)

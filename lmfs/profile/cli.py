@@ -1,0 +1,116 @@
+"""CLI: ``lmfs bench model`` (time the LM) and ``lmfs profile`` (torch.profiler trace + kernel-time summary)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+MODES = ("forward", "forward-backward", "step")
+ATTENTION = ("default", "naive", "pytorch", "triton")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", default="tiny",
+                   help="small|medium|large|xl|2.7B (course sizes), tiny|mini (CPU-sized), or d_model,d_ff,layers,heads")
+    p.add_argument("--context", type=int, default=128, help="context length (default 128)")
+    p.add_argument("--batch", type=int, default=4, help="batch size (default 4, as in the course)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--attention", choices=ATTENTION, default="default",
+                   help="attention kernel: lmfs.nn's own (default), naive, FlashAttention pytorch or triton")
+
+
+def register(groups: dict[str, Any]) -> None:
+    bench = groups["bench"].add_parser(
+        "model", help="time forward / forward-backward / step of the Transformer LM",
+        description="Time the LM with warm-up and device sync (mean ± std over --steps). Every combination of the "
+        "--mode, --dtype and --compile values is measured; results are appended to reports/data/profile/model_bench.jsonl.",
+    )
+    _add_model_args(bench)
+    bench.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES))
+    bench.add_argument("--dtype", nargs="+", choices=("fp32", "bf16"), default=["fp32"],
+                       help="fp32 and/or bf16 (autocast)")
+    bench.add_argument("--compile", choices=("off", "on", "both"), default="off", help="torch.compile the model")
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--steps", type=int, default=5)
+    bench.add_argument("--out", default=None, help="JSONL to append to (default reports/data/profile/model_bench.jsonl)")
+    bench.add_argument("--no-save", action="store_true", help="print only")
+    bench.set_defaults(func=_bench_model)
+
+    prof = groups["root"].add_parser(
+        "profile", help="torch.profiler run of the LM: trace + kernel-time summary",
+        description="Profile a few steps of the LM with torch.profiler (schedule, shapes, memory, stacks). Writes the "
+        "trace under <out>/plugins/profile/ (TensorBoard profiler layout; opens in Perfetto / chrome://tracing), "
+        "the summary under --data-dir, and on CUDA a memory snapshot + peak memory per phase.",
+    )
+    _add_model_args(prof)
+    prof.add_argument("--mode", choices=MODES, default="step")
+    prof.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    prof.add_argument("--compile", action="store_true", help="torch.compile the model")
+    prof.add_argument("--active", type=int, default=2, help="profiled steps (after 1 wait + 1 warm-up step)")
+    prof.add_argument("--no-stack", action="store_true", help="skip Python stacks (faster, smaller trace)")
+    prof.add_argument("--tag", default=None, help="name of this run (default from the options)")
+    prof.add_argument("--out", default=None, help="trace folder (default runs/profile/<tag>)")
+    prof.add_argument("--data-dir", default=None, help="summary folder (default reports/data/profile)")
+    prof.set_defaults(func=_profile)
+
+
+def _bench_model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmfs.paths import reports_dir
+    from lmfs.profile.io import append_jsonl_atomic
+    from lmfs.profile.model_bench import bench_grid, format_records
+
+    compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    records = bench_grid(
+        [args.size], [args.context], args.mode, args.dtype, compiles, device=args.device, attention=args.attention,
+        warmup=args.warmup, steps=args.steps, batch_size=args.batch,
+    )
+    print(format_records(records))
+    if not args.no_save:
+        out = Path(args.out) if args.out else reports_dir() / "data" / "profile" / "model_bench.jsonl"
+        append_jsonl_atomic(out, records)
+        print(f"appended {len(records)} records to {out}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from lmfs.paths import project_root, reports_dir
+    from lmfs.profile.model_bench import device_name
+    from lmfs.profile.profiler import (
+        format_summary,
+        memory_snapshot,
+        peak_memory_by_phase,
+        profile_workload,
+        write_summary,
+    )
+    from lmfs.profile.sizes import parse_size
+    from lmfs.profile.workload import build_workload
+
+    name, size = parse_size(args.size)
+    dev = torch.device(args.device)
+    tag = args.tag or (f"{name}-ctx{args.context}-{args.mode}-{args.dtype}-{args.attention}-{dev.type}"
+                       + ("-compiled" if args.compile else ""))
+    out = Path(args.out) if args.out else project_root() / "runs" / "profile" / tag
+    data_dir = Path(args.data_dir) if args.data_dir else reports_dir() / "data" / "profile"
+    work = build_workload(size, args.context, args.device, args.dtype, args.compile, args.attention, args.batch)
+    summary, trace_dir = profile_workload(work, args.mode, out, tag, active=args.active, with_stack=not args.no_stack)
+    summary["peak_memory_mib"] = peak_memory_by_phase(work)
+    snap = memory_snapshot(work, args.mode, out / "memory_snapshot.pickle")
+    meta = {
+        "size": name, "context": args.context, "batch": args.batch, "mode": args.mode, "dtype": args.dtype,
+        "compile": args.compile, "attention": args.attention, "device": device_name(dev), "torch": torch.__version__,
+        "trace_dir": str(trace_dir), "memory_snapshot": str(snap) if snap else None,
+    }
+    path = write_summary(summary, meta, data_dir, tag)
+    print(format_summary(summary))
+    traces = sorted(trace_dir.glob(f"{tag}*.pt.trace.json"))
+    print(f"trace: {traces[-1] if traces else trace_dir}  (tensorboard --logdir {out}; or open in ui.perfetto.dev)")
+    if snap:
+        print(f"memory snapshot: {snap}  (drag into https://pytorch.org/memory_viz)")
+    print(f"summary: {path}")
+    return 0

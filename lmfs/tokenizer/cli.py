@@ -1,0 +1,168 @@
+"""``lmfs tokenizer train|encode|decode|compress``.
+
+Examples::
+
+    lmfs tokenizer train ../shared/data/corpus/gutenberg_train.txt --vocab-size 10000 \\
+        --special-token '<|endoftext|>' --out runs/tokenizers/gutenberg-10k
+    lmfs tokenizer encode ../shared/data/corpus/gutenberg_valid.txt --tokenizer runs/tokenizers/gutenberg-10k \\
+        --out runs/data/gutenberg-10k/valid.npy
+    lmfs tokenizer decode runs/data/gutenberg-10k/valid.npy --tokenizer runs/tokenizers/gutenberg-10k --count 50
+    lmfs tokenizer compress ../shared/data/corpus/gutenberg_valid.txt --tokenizer runs/tokenizers/gutenberg-10k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(groups: dict[str, Any]) -> None:
+    p = groups["root"].add_parser("tokenizer", help="train, apply and inspect byte-level BPE tokenizers")
+    sub = p.add_subparsers(dest="tokenizer_command", metavar="WHAT")
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+    t = sub.add_parser("train", help="train a BPE tokenizer on a UTF-8 text file")
+    t.add_argument("corpus", help="UTF-8 text file")
+    t.add_argument("--vocab-size", type=int, required=True, help="total vocab: 256 bytes + specials + merges")
+    t.add_argument("--special-token", action="append", default=[], help="special token (repeatable)")
+    t.add_argument("--out", required=True, help="folder for vocab.json, merges.txt, tokenizer.json")
+    t.add_argument("--workers", type=int, default=None, help="pre-tokenization processes (default: all cores)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("encode", help="tokenize a text file into a .npy token array (parallel)")
+    e.add_argument("input", help="UTF-8 text file")
+    _tokenizer_args(e)
+    e.add_argument("--out", required=True, help="output .npy (uint16 when the vocab fits, else uint32)")
+    e.add_argument("--dtype", choices=["uint16", "uint32"], default=None)
+    e.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_encode)
+
+    d = sub.add_parser("decode", help="turn a .npy token array (or ids on the command line) back into text")
+    d.add_argument("input", nargs="?", help=".npy token array")
+    d.add_argument("--ids", type=int, nargs="*", default=None, help="ids instead of a file")
+    _tokenizer_args(d)
+    d.add_argument("--start", type=int, default=0, help="first token to decode")
+    d.add_argument("--count", type=int, default=None, help="number of tokens (default: all)")
+    d.add_argument("--out", default=None, help="write the text here instead of stdout")
+    d.set_defaults(func=_decode)
+
+    c = sub.add_parser("compress", help="bytes per token of a tokenizer (and GPT-2) on a text file")
+    c.add_argument("input", help="UTF-8 text file")
+    _tokenizer_args(c)
+    c.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    c.set_defaults(func=_compress)
+
+
+def _tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", default=None, help="folder written by `lmfs tokenizer train`")
+    p.add_argument("--gpt2", action="store_true", help="use OpenAI's GPT-2 tokenizer (shared data files)")
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202
+    from lmfs.tokenizer.formats import load_gpt2, load_tokenizer
+
+    if args.gpt2:
+        return load_gpt2(*_gpt2_files())
+    if not args.tokenizer:
+        raise SystemExit("pass --tokenizer DIR (from `lmfs tokenizer train`) or --gpt2")
+    return load_tokenizer(args.tokenizer)
+
+
+def _gpt2_files() -> tuple[Path, Path]:
+    from lmfs.paths import shared_data
+
+    return shared_data("tokenizers", "gpt2_encoder.json"), shared_data("tokenizers", "gpt2_vocab.bpe")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lmfs.tokenizer.formats import atomic_write, save_tokenizer
+    from lmfs.tokenizer.train import TrainStats, train_bpe
+
+    stats = TrainStats()
+    vocab, merges = train_bpe(
+        args.corpus, args.vocab_size, args.special_token, num_workers=args.workers,
+        progress=not args.no_progress, stats=stats,
+    )
+    info = {
+        "corpus": str(args.corpus),
+        "vocab_size": len(vocab),
+        "num_merges": len(merges),
+        "pretokenize_s": round(stats.pretokenize_s, 3),
+        "merge_s": round(stats.merge_s, 3),
+        "total_s": round(stats.total_s, 3),
+        "distinct_pretokens": stats.distinct_pretokens,
+        "peak_rss_mb": round(stats.peak_rss_mb, 1),
+        "peak_worker_rss_mb": round(stats.peak_worker_rss_mb, 1),
+    }
+    out = save_tokenizer(args.out, vocab, merges, args.special_token, meta={"trained": info})
+    atomic_write(out / "train_stats.json", json.dumps(info, indent=2) + "\n")
+    print(
+        f"trained {len(vocab)} tokens ({len(merges)} merges) in {stats.total_s:.1f} s "
+        f"(pre-tokenize {stats.pretokenize_s:.1f} s, merges {stats.merge_s:.1f} s); "
+        f"peak RSS {stats.peak_rss_mb:.0f} MB (largest worker {stats.peak_worker_rss_mb:.0f} MB) -> {out}"
+    )
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from lmfs.tokenizer.encode_file import encode_file
+    from lmfs.tokenizer.formats import atomic_write
+
+    tok = _load(args)
+    st = encode_file(tok, args.input, args.out, num_workers=args.workers, dtype=args.dtype,
+                     progress=not args.no_progress)
+    info = {
+        "input": str(args.input), "out": str(args.out), "bytes": st.bytes, "tokens": st.tokens,
+        "bytes_per_token": round(st.bytes_per_token, 4), "seconds": round(st.seconds, 3),
+        "mb_per_s": round(st.mb_per_s, 2), "dtype": st.dtype,
+    }
+    atomic_write(Path(str(args.out) + ".json"), json.dumps(info, indent=2) + "\n")
+    print(
+        f"{st.tokens:,} tokens ({st.dtype}) from {st.bytes / 1e6:.1f} MB in {st.seconds:.1f} s: "
+        f"{st.mb_per_s:.1f} MB/s, {st.bytes_per_token:.3f} bytes/token -> {args.out}"
+    )
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    tok = _load(args)
+    if args.ids is not None:
+        ids = args.ids
+    elif args.input:
+        arr = np.load(args.input, mmap_mode="r")
+        end = None if args.count is None else args.start + args.count
+        ids = arr[args.start : end].tolist()
+    else:
+        raise SystemExit("pass a .npy file or --ids")
+    text = tok.decode(ids)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+    return 0
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from lmfs.tokenizer.formats import atomic_write, load_gpt2
+
+    text = Path(args.input).read_text(encoding="utf-8")
+    n_bytes = len(text.encode("utf-8"))
+    rows = {}
+    if args.tokenizer:
+        rows[Path(args.tokenizer).name] = _load(argparse.Namespace(gpt2=False, tokenizer=args.tokenizer))
+    rows["gpt2"] = load_gpt2(*_gpt2_files())
+    result = {"input": str(args.input), "bytes": n_bytes, "tokenizers": {}}
+    for name, tok in rows.items():
+        n = len(tok.encode(text))
+        result["tokenizers"][name] = {"vocab_size": len(tok), "tokens": n, "bytes_per_token": round(n_bytes / n, 4)}
+        print(f"{name:>24}: vocab {len(tok):>6,}  {n:>10,} tokens  {n_bytes / n:.3f} bytes/token")
+    if args.json:
+        atomic_write(Path(args.json), json.dumps(result, indent=2) + "\n")
+    return 0

@@ -1,0 +1,151 @@
+"""Pre-tokenization: the regexes that cut text into pre-tokens, splitting on special tokens, and safe places to
+cut a big file into chunks that can be pre-tokenized independently.
+
+A *pre-token* is a piece of text that BPE never merges across. The GPT-2 regex has no look-behind, so the
+pre-tokens of ``text[p:]`` equal those of ``text`` after ``p`` whenever ``p`` is a pre-token boundary; the chunker
+below only cuts at positions that are guaranteed boundaries, so chunked and whole-file pre-tokenization agree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+
+import regex
+
+#: The GPT-2 pre-tokenizer (also tiktoken's ``gpt2`` / ``r50k_base``).
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+#: tiktoken's ``cl100k_base`` pre-tokenizer: case-insensitive contractions, numbers in groups of at most three,
+#: newlines attached to punctuation, possessive quantifiers.
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+    r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+
+_COMPILED: dict[str, regex.Pattern] = {}
+
+
+def compile_pattern(pattern: str) -> regex.Pattern:
+    """The compiled pre-tokenizer regex (cached)."""
+    pat = _COMPILED.get(pattern)
+    if pat is None:
+        pat = _COMPILED[pattern] = regex.compile(pattern)
+    return pat
+
+
+def special_regex(special_tokens: Sequence[str]) -> regex.Pattern | None:
+    """A regex matching any special token, longest first (so ``<|eot|><|eot|>`` beats ``<|eot|>``).
+
+    The match at the leftmost position wins; among specials starting there the longest wins.
+    None when there are no special tokens.
+    """
+    specials = sorted(set(special_tokens), key=lambda s: (-len(s), s))
+    if not specials:
+        return None
+    if any(s == "" for s in specials):
+        raise ValueError("special tokens must be non-empty strings (got '')")
+    return regex.compile("|".join(regex.escape(s) for s in specials))
+
+
+def split_on_specials(text: str, specials: regex.Pattern | None) -> Iterator[tuple[str, bool]]:
+    """Yield ``(piece, is_special)`` in order; text pieces may be empty strings and are skipped."""
+    if specials is None:
+        if text:
+            yield text, False
+        return
+    pos = 0
+    for m in specials.finditer(text):
+        if m.start() > pos:
+            yield text[pos : m.start()], False
+        yield m.group(), True
+        pos = m.end()
+    if pos < len(text):
+        yield text[pos:], False
+
+
+# ----------------------------------------------------------------------------------------------- chunking
+
+# Byte positions where cutting changes no pre-token, neither after the cut nor at the end of the text before it
+# (for GPT-2's and cl100k's regexes), found in raw bytes:
+#  * between "<printable>\n" and a printable ASCII character: a pre-token holding a newline is all whitespace and
+#    cannot run into the non-space after it, and a lone "\n" after a non-space is its own pre-token whether or not
+#    text follows (unlike "\n\n", which splits as "\n" + "\n" before text but stays one pre-token at the end);
+#  * between two ASCII letters and " <ASCII letter>": a letter run stops at the space; the next pre-token is
+#    " word". This one keeps a 100 MB file with no newline splittable.
+_SAFE_CUTS = (regex.compile(rb"[\x21-\x7e]\n(?=[\x21-\x7e])"), regex.compile(rb"[A-Za-z]{2}(?= [A-Za-z])"))
+
+
+def _find_cut(window: bytes, specials: Sequence[bytes]) -> int | None:
+    """The first safe cut in ``window`` (an offset into it), or None. Special-token starts are preferred."""
+    best = None
+    for s in specials:
+        i = window.find(s)
+        if i >= 0 and (best is None or i < best):
+            best = i
+    if best is not None:
+        return best
+    for pat in _SAFE_CUTS:
+        for m in pat.finditer(window):
+            cut = m.end()
+            # never cut inside a special token that happens to contain the cut pattern
+            if 0 < cut < len(window) and not any(
+                s in window[max(0, cut - len(s) + 1) : cut + len(s) - 1] for s in specials
+            ):
+                return cut
+    return None
+
+
+def chunk_boundaries(
+    f: BinaryIO, target_size: int, special_tokens: Sequence[str] = (), max_search: int = 8 << 20
+) -> list[int]:
+    """Byte offsets ``[0, b1, ..., size]`` cutting the file into chunks of about ``target_size`` bytes.
+
+    Every cut is at the start of a special token or at a position that is always a pre-token boundary, so each
+    chunk can be decoded (cuts fall on ASCII bytes) and pre-tokenized on its own with the same result as the
+    whole file. When no safe cut is found within ``max_search`` bytes after a target, the chunk grows.
+    """
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    specials = [s.encode("utf-8") for s in special_tokens]
+    bounds = [0]
+    target = target_size
+    while target < size:
+        pos = max(target, bounds[-1] + 1)
+        cut = None
+        step = 1 << 16
+        while cut is None and pos < size and pos - target < max_search:
+            f.seek(pos)
+            # overlap windows by the longest special so a special straddling two reads is still found
+            window = f.read(step + max((len(s) for s in specials), default=0))
+            found = _find_cut(window, specials)
+            if found is not None:
+                cut = pos + found
+            else:
+                pos += step
+                step = min(step * 2, 1 << 20)
+        if cut is None or cut >= size:
+            if cut is None and pos < size:  # nothing safe within max_search: keep searching further on
+                target = pos
+                continue
+            break
+        bounds.append(cut)
+        target = cut + target_size
+    bounds.append(size)
+    return bounds
+
+
+def read_chunk(path: str | os.PathLike, start: int, end: int) -> str:
+    """Decode bytes ``[start, end)`` of ``path`` as UTF-8; a clear error names the file and byte offset."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = start + exc.start
+        raise ValueError(
+            f"{os.fspath(path)}: not valid UTF-8 at byte offset {at} ({data[exc.start : exc.start + 4]!r}); "
+            "lmfs tokenizes UTF-8 text: re-encode the file (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None

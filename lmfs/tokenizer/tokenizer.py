@@ -1,0 +1,217 @@
+"""The byte-level BPE Tokenizer: encode, decode, streaming encode.
+
+Encoding a text: split on special tokens (longest match first), cut each piece into pre-tokens with the
+pre-tokenizer regex, and turn each pre-token into ids by applying merges in creation order. Natural text repeats
+its pre-tokens, so a pre-token → ids cache answers most of them with one dict lookup; the BPE itself runs only on
+cache misses.
+
+Lone surrogates (which a Python ``str`` can hold but UTF-8 cannot encode) are replaced by U+FFFD before encoding,
+as tiktoken does; a high+low surrogate pair in a ``str`` becomes the code point it stands for.
+Decoding replaces malformed UTF-8 (ids that split a character) with U+FFFD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
+
+from lmfs.tokenizer.pretokenize import GPT2_PATTERN, compile_pattern, special_regex, split_on_specials
+
+#: beyond this many cached pre-tokens the cache is cleared (memory stays bounded on endless streams)
+CACHE_LIMIT = 500_000
+#: ``encode_iterable`` processes buffered text in pieces of about this many characters
+STREAM_PIECE = 1 << 16
+
+
+class Tokenizer:
+    """Byte-level BPE tokenizer.
+
+    Args:
+        vocab: id → token bytes.
+        merges: merged pairs of token bytes, in creation order (rank 0 first).
+        special_tokens: strings that are always one token and never split; added to the vocab when missing.
+        pattern: the pre-tokenizer regex (default GPT-2's; see :data:`~lmfs.tokenizer.pretokenize.CL100K_PATTERN`).
+    """
+
+    def __init__(
+        self,
+        vocab: dict[int, bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: Sequence[str] | None = None,
+        pattern: str = GPT2_PATTERN,
+    ) -> None:
+        self.vocab: dict[int, bytes] = dict(vocab)
+        self.merges: list[tuple[bytes, bytes]] = list(merges)
+        self.pattern = pattern
+        self.token_to_id: dict[bytes, int] = {b: i for i, b in self.vocab.items()}
+        if len(self.token_to_id) != len(self.vocab):
+            raise ValueError("vocab maps two ids to the same bytes; each token must appear once")
+        missing = [bytes([x]) for x in range(256) if bytes([x]) not in self.token_to_id]
+        if missing:
+            raise ValueError(f"vocab lacks single-byte tokens {missing[:5]}...; a byte-level vocab needs all 256")
+        self.special_tokens: list[str] = list(dict.fromkeys(special_tokens or []))
+        self.special_to_id: dict[str, int] = {}
+        for s in self.special_tokens:
+            b = s.encode("utf-8")
+            if b not in self.token_to_id:
+                new = max(self.vocab) + 1
+                self.vocab[new] = b
+                self.token_to_id[b] = new
+            self.special_to_id[s] = self.token_to_id[b]
+        # merge ranks on ids: (left id, right id) -> (rank, merged id)
+        self.ranks: dict[tuple[int, int], tuple[int, int]] = {}
+        for rank, (left, right) in enumerate(self.merges):
+            try:
+                key = (self.token_to_id[left], self.token_to_id[right])
+                merged = self.token_to_id[left + right]
+            except KeyError:
+                raise ValueError(
+                    f"merge #{rank} {left!r} + {right!r} uses or makes a token that is not in the vocab"
+                ) from None
+            self.ranks.setdefault(key, (rank, merged))
+        self._pat = compile_pattern(pattern)
+        self._specials = special_regex(self.special_tokens)
+        self._max_special = max((len(s) for s in self.special_tokens), default=0)
+        self._id_bytes: list[bytes] = [b""] * (max(self.vocab) + 1)
+        for i, b in self.vocab.items():
+            self._id_bytes[i] = b
+        self._cache: dict[str, list[int]] = {}
+        # ids of the 256 single bytes (GPT-2's files do not give byte x the id x)
+        byte_ids = [self.token_to_id[bytes([x])] for x in range(256)]
+        self._byte_ids: list[int] | None = None if byte_ids == list(range(256)) else byte_ids
+
+    # ------------------------------------------------------------------------------------------ encode
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def _bpe(self, piece: str) -> list[int]:
+        """Ids of one pre-token: repeatedly merge the lowest-rank adjacent pair."""
+        try:
+            data = piece.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates
+            data = piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+        ids = list(data)  # ids 0-255 may not be the byte values in a loaded vocab: map them
+        if self._byte_ids is not None:
+            ids = [self._byte_ids[x] for x in ids]
+        ranks = self.ranks
+        while len(ids) > 1:
+            best = None
+            for i in range(len(ids) - 1):
+                r = ranks.get((ids[i], ids[i + 1]))
+                if r is not None and (best is None or r[0] < best[0]):
+                    best = r
+                    pair = (ids[i], ids[i + 1])
+            if best is None:
+                break
+            merged = best[1]
+            out: list[int] = []
+            i = 0
+            n = len(ids)
+            while i < n:
+                if i + 1 < n and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        return ids
+
+    def _encode_pretokens(self, pretokens: list[str]) -> list[int]:
+        cache = self._cache
+        parts = list(map(cache.get, pretokens))
+        if None in parts:
+            if len(cache) > CACHE_LIMIT:
+                cache.clear()
+            for j, ids in enumerate(parts):
+                if ids is None:
+                    tok = pretokens[j]
+                    ids = cache.get(tok)
+                    if ids is None:
+                        ids = cache[tok] = self._bpe(tok)
+                    parts[j] = ids
+        return list(chain.from_iterable(parts))
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``."""
+        if self._specials is None:
+            return self._encode_pretokens(self._pat.findall(text))
+        out: list[int] = []
+        for piece, is_special in split_on_specials(text, self._specials):
+            if is_special:
+                out.append(self.special_to_id[piece])
+            else:
+                out += self._encode_pretokens(self._pat.findall(piece))
+        return out
+
+    def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
+        """Lazily yield the ids of the concatenation of the strings in ``iterable`` (e.g. a text file handle).
+
+        The result equals ``encode("".join(iterable))`` however the text is cut into strings; memory holds only
+        a small buffer (plus the current string), never the whole stream.
+        """
+        carry = ""
+        pending: list[str] = []
+        size = 0
+        for chunk in iterable:
+            pending.append(chunk)
+            size += len(chunk)
+            if size < STREAM_PIECE:
+                continue
+            text = "".join(pending)
+            pending.clear()
+            size = 0
+            for start in range(0, len(text), STREAM_PIECE * 16):  # a huge single string: bounded pieces
+                carry, ids = self._encode_stable(carry + text[start : start + STREAM_PIECE * 16])
+                yield from ids
+        carry += "".join(pending)
+        if carry:
+            yield from self.encode(carry)
+
+    def _encode_stable(self, buf: str) -> tuple[str, list[int]]:
+        """Encode the part of ``buf`` that no continuation can change; return (rest, its ids).
+
+        Specials starting before ``limit`` are complete (any longer special starting there would fit in buf).
+        In the text after the last such special, a pre-token's match depends on at most the first character of
+        the pre-token two places later, so pre-tokens whose successor-of-successor starts before ``limit`` are
+        final. We keep one more for margin.
+        """
+        limit = len(buf) - max(self._max_special - 1, 0)
+        out: list[int] = []
+        base = 0
+        if self._specials is not None:
+            for m in self._specials.finditer(buf):
+                if m.start() >= limit:
+                    break
+                if m.start() > base:
+                    out += self._encode_pretokens(self._pat.findall(buf, base, m.start()))
+                out.append(self.special_to_id[m.group()])
+                base = m.end()
+        starts: list[int] = []
+        toks: list[str] = []
+        for m in self._pat.finditer(buf, base):
+            if m.start() >= limit:
+                break
+            starts.append(m.start())
+            toks.append(m.group())
+        keep = len(starts) - 3  # the last three pre-tokens before limit stay in the buffer
+        if keep > 0:
+            out += self._encode_pretokens(toks[:keep])
+            return buf[starts[keep]:], out
+        return buf[base:], out
+
+    # ------------------------------------------------------------------------------------------ decode
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The raw bytes of ``ids`` (raises a clear error on an unknown id)."""
+        table = self._id_bytes
+        try:
+            return b"".join([table[i] for i in ids])
+        except (IndexError, TypeError):
+            bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < len(table) and i in self.vocab)]
+            raise ValueError(f"unknown token id(s) {bad[:5]} (vocab has {len(self.vocab)} ids)") from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``; malformed UTF-8 (e.g. an id sequence that splits a character) becomes U+FFFD."""
+        return self.decode_bytes(list(ids)).decode("utf-8", errors="replace")

@@ -1,0 +1,113 @@
+"""The GGUF Llama loader: rotary-layout algebra (fast) and SmolLM2-135M end to end (slow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmfs.nn import RotaryEmbedding
+from lmfs.nn.llama_loader import hf_to_interleaved_rows
+from tests.nn.llama_reference import rotate_half, unpermute
+
+
+def test_row_permutation_turns_half_split_rope_into_interleaved():
+    """q·k under HF rotate_half RoPE with HF rows = q·k under interleaved RoPE with permuted rows."""
+    g = torch.Generator().manual_seed(0)
+    n_heads, d_head, d_in, T, theta = 2, 8, 5, 7, 10000.0
+    wq, wk, x = torch.randn(n_heads * d_head, d_in, generator=g), torch.randn(n_heads * d_head, d_in, generator=g), torch.randn(T, d_in, generator=g)
+
+    def hf_scores(wq, wk):
+        inv = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
+        emb = torch.cat([torch.outer(torch.arange(T, dtype=torch.float64), inv)] * 2, dim=-1).float()
+        q, k = (x @ wq.T).view(T, n_heads, d_head).transpose(0, 1), (x @ wk.T).view(T, n_heads, d_head).transpose(0, 1)
+        q, k = q * emb.cos() + rotate_half(q) * emb.sin(), k * emb.cos() + rotate_half(k) * emb.sin()
+        return q @ k.transpose(-1, -2)
+
+    def lmfs_scores(wq, wk):
+        rope = RotaryEmbedding(theta, d_head, T)
+        q, k = (x @ wq.T).view(T, n_heads, d_head).transpose(0, 1), (x @ wk.T).view(T, n_heads, d_head).transpose(0, 1)
+        return rope(q) @ rope(k).transpose(-1, -2)
+
+    pq, pk = hf_to_interleaved_rows(wq, n_heads), hf_to_interleaved_rows(wk, n_heads)
+    torch.testing.assert_close(lmfs_scores(pq, pk), hf_scores(wq, wk), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(unpermute(pq, n_heads), wq)  # the test's inverse really inverts it
+    assert not torch.allclose(lmfs_scores(wq, wk), hf_scores(wq, wk), atol=1e-2)  # the permutation matters
+
+
+def _smollm2():
+    pytest.importorskip("gguf")
+    from lmfs.nn.llama_loader import find_smollm2_gguf
+
+    try:
+        return find_smollm2_gguf()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+def test_smollm2_config_from_metadata():
+    from lmfs.nn.llama_loader import config_from_gguf, read_gguf
+
+    ckpt = read_gguf(_smollm2(), load_tensors=False)
+    ckpt.tensors["token_embd.weight"] = None  # presence only; tied embeddings = no output.weight
+    cfg = config_from_gguf(ckpt, context_length=512)
+    assert (cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.kv_heads, cfg.d_ff) == (576, 30, 9, 3, 1536)
+    assert cfg.rope_theta == 100000.0 and cfg.tie_embeddings and cfg.vocab_size == 49152
+    assert cfg.eps == pytest.approx(1e-5) and cfg.context_length == 512
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from lmfs.nn.llama_loader import gguf_tokenizer_data, load_llama_gguf
+    from lmfs.tokenizer.tokenizer import Tokenizer
+
+    torch.set_num_threads(2)
+    path = _smollm2()
+    model, ckpt = load_llama_gguf(path, context_length=256)
+    vocab, merges, specials = gguf_tokenizer_data(ckpt)
+    return model, Tokenizer(vocab, merges, specials), path
+
+
+@pytest.mark.slow
+def test_smollm2_logits_match_reference_forward(smollm2):
+    from tests.nn.llama_reference import llama_forward, read_tensors
+
+    model, tok, path = smollm2
+    ids = torch.tensor([tok.encode("Once upon a time, there was a little")])
+    tensors, meta = read_tensors(path)
+    expected = llama_forward(tensors, meta, ids)
+    del tensors
+    with torch.no_grad():
+        got = model(ids)
+    assert model.lm_head.weight is model.token_embeddings.weight  # tied
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=2e-3)
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_generation_is_coherent(smollm2):
+    model, tok, _ = smollm2
+    prompt = "The capital of France is"
+    ids = torch.tensor([tok.encode(prompt)])
+    with torch.no_grad():
+        for _ in range(8):
+            nxt = model(ids)[0, -1].argmax()
+            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+    text = tok.decode(ids[0].tolist())
+    assert text.startswith(prompt)
+    assert "Paris" in text[len(prompt):], text
+
+
+@pytest.mark.slow
+def test_smollm2_tokenizer_data_matches_hf_tokenizers(smollm2):
+    """lmfs's Tokenizer on the GGUF vocab/merges encodes like HF tokenizers' byte-level BPE built from the same file."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from lmfs.nn.llama_loader import read_gguf
+
+    _, tok, path = smollm2
+    fields = read_gguf(path, load_tensors=False).reader.fields
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    merges = [tuple(m.split(" ")) for m in fields["tokenizer.ggml.merges"].contents()]
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    for text in ("The capital of France is", "Hello, world! It's a fine day; isn't it?", "  naïve café\n\nend"):
+        assert tok.encode(text) == hf.encode(text).ids, text
