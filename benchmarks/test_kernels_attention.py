@@ -78,9 +78,9 @@ def _gpu_bench(benchmark, impl: str, batch: int, n: int, d: int, causal: bool, m
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
 @pytest.mark.parametrize("impl", SWEEP_IMPLS)
-@pytest.mark.parametrize("mode", ["fwd", "bwd", "fwd+bwd"])
-@pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("n", SWEEP_SEQS)
+@pytest.mark.parametrize("mode", ["fwd", "bwd", "fwd+bwd"], ids=["fwd", "bwd", "fwdbwd"])
+@pytest.mark.parametrize("d", [64, 128], ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("n", SWEEP_SEQS, ids=lambda n: f"n{n}")
 def test_attention_gpu_sweep(benchmark, impl, mode, d, n):
     if n > MAX_SEQ.get(impl, n):
         pytest.skip(f"{impl} is only swept up to seq {MAX_SEQ[impl]}")

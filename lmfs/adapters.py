@@ -257,7 +257,9 @@ def get_flashattention_autograd_function_triton() -> type:
 def run_fit_chinchilla(
     n_params: Sequence[float], n_tokens: Sequence[float], losses: Sequence[float]
 ) -> dict[str, float]:
-    raise NotImplementedError
+    from lmfs.scaling.parametric import fit_chinchilla
+
+    return fit_chinchilla(n_params, n_tokens, losses).params.as_dict()
 
 
 def run_isoflops_optimum(
@@ -266,10 +268,38 @@ def run_isoflops_optimum(
     losses: Sequence[float],
     target_budgets: Sequence[float],
 ) -> list[tuple[float, float]]:
-    raise NotImplementedError
+    import pandas as pd
+
+    from lmfs.scaling.isoflop import fit_isoflop
+
+    table = pd.DataFrame({"n_params": parameters, "compute": compute_budgets, "loss": losses}, dtype=float)
+    n_opt, d_opt = fit_isoflop(table, approach=2).predict(target_budgets)
+    return [(float(n), float(d)) for n, d in zip(n_opt, d_opt, strict=True)]
 
 
 def run_training_flops(
     vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int, d_ff: int, batch_size: int
 ) -> float:
-    raise NotImplementedError
+    from lmfs.scaling.accounting import ModelShape, training_step_flops
+
+    shape = ModelShape(vocab_size=vocab_size, context_length=context_length, d_model=d_model,
+                       num_layers=num_layers, num_heads=num_heads, d_ff=d_ff)
+    return training_step_flops(shape, batch_size)
+
+
+def run_chinchilla_allocation(
+    E: float, A: float, B: float, alpha: float, beta: float, compute_budget: float
+) -> tuple[float, float]:
+    """lmfs: compute-optimal (N_opt, D_opt) of L = E + A/N^alpha + B/D^beta under C = 6ND."""
+    from lmfs.scaling.parametric import ChinchillaParams
+
+    n_opt, d_opt = ChinchillaParams(E=E, A=A, B=B, alpha=alpha, beta=beta).allocation(compute_budget)
+    return float(n_opt), float(d_opt)
+
+
+def get_scaling_api_simulator(total_flops_budget: float, seed: int = 0) -> Any:
+    """lmfs: a training-API simulator with ``query(d_model, num_layers, num_heads, batch_size, learning_rate,
+    train_flops) -> float`` and ``spent`` (FLOPs used); over-budget queries raise ValueError."""
+    from lmfs.scaling.simulator import TrainingAPISimulator
+
+    return TrainingAPISimulator(total_budget=total_flops_budget, seed=seed)

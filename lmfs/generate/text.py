@@ -33,6 +33,12 @@ def generate_text(
         if eos is None:
             raise ValueError("empty prompt and the tokenizer has no <|endoftext|> to start from; give a prompt")
         ids = [eos]
+    vocab = model.config.vocab_size
+    if max(ids) >= vocab:
+        raise ValueError(
+            f"prompt token id {max(ids)} is outside the model's vocabulary of {vocab}; "
+            "use the tokenizer the run was trained with"
+        )
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     context = model.config.context_length
     streamer = TextStreamer(tokenizer)

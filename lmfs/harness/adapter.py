@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,14 +18,26 @@ class AdapterLoadError(RuntimeError):
     """The adapter could not be found or imported."""
 
 
-class AdapterMissing(NotImplementedError):
-    """The adapter does not define a function that a spec needs (scored as zero)."""
+class AdapterMissing(BaseException):
+    """The adapter does not define a function that a spec needs (scored as zero).
+
+    A ``BaseException`` on purpose: a spec's ``pytest.raises(RuntimeError)`` (or ``Exception``) must not
+    mistake "not written" for "raised the expected error"."""
+
+
+class AdapterNotImplemented(BaseException):
+    """An adapter function raised ``NotImplementedError`` (scored as zero; a BaseException for the same reason)."""
+
+
+def looks_like_path(spec: str) -> bool:
+    """``adapters.py``, ``tests/adapters.py`` or an existing file are paths; ``lmfs.adapters`` is a module."""
+    return spec.endswith(".py") or "/" in spec or os.sep in spec or Path(spec).is_file()
 
 
 def adapter_name(spec: str) -> str:
     """A short, file-system-safe name for an adapter spec (used for reports/grade/<name>.json)."""
     p = Path(spec)
-    if spec.endswith(".py") or p.exists():
+    if looks_like_path(spec):
         parts = [x for x in p.resolve().with_suffix("").parts[-3:] if x not in ("/", "")]
         name = "-".join(parts)
     else:
@@ -35,7 +49,7 @@ def load_adapter(spec: str) -> ModuleType:
     """Import ``spec``: a ``.py`` file (its folder and that folder's parent go on sys.path so it can
     import its own implementation, as a CS336 ``tests/adapters.py`` does) or a module name."""
     path = Path(spec)
-    if spec.endswith(".py") or path.suffix or path.exists() or "/" in spec:
+    if looks_like_path(spec):
         if not path.is_file():
             raise AdapterLoadError(f"adapter file not found: {spec} (pass a .py file or an importable module name)")
         path = path.resolve()
@@ -50,7 +64,7 @@ def load_adapter(spec: str) -> ModuleType:
         sys.modules[mod_name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - report any import failure clearly
+        except Exception as exc:
             sys.modules.pop(mod_name, None)
             raise AdapterLoadError(f"adapter {path} failed to import: {type(exc).__name__}: {exc}") from exc
         return module
@@ -58,8 +72,19 @@ def load_adapter(spec: str) -> ModuleType:
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
         raise AdapterLoadError(f"adapter module {spec!r} not found ({exc}); pass a .py path or an importable name") from exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AdapterLoadError(f"adapter module {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def _guard_not_implemented(fn: Any, name: str) -> Any:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NotImplementedError as exc:
+            raise AdapterNotImplemented(f"NotImplementedError in adapter {name}(): {exc}") from exc
+
+    return call
 
 
 class Adapter:
@@ -83,7 +108,9 @@ class Adapter:
         fn = getattr(self._module, name, None)
         if fn is None:
             raise AdapterMissing(f"adapter {self._spec} does not define {name}()")
-        return fn
+        if not callable(fn) or isinstance(fn, type):
+            return fn
+        return _guard_not_implemented(fn, name)
 
     def __repr__(self) -> str:
         return f"Adapter({self._spec!r})"

@@ -96,8 +96,13 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         if args.no_store:
             print(out.read_text())
             return rc
+        doc = json.loads(out.read_text())
+        if isinstance(doc.get("machine_info"), dict) and "machine_id" not in doc["machine_info"]:
+            from lmfs.harness.machine import machine_info
+
+            doc["machine_info"].update(machine_info())  # a suite outside benchmarks/ (no conftest): same box
         try:
-            path = save_run(json.loads(out.read_text()), _reports_dir(args), args.machine, args.commit)
+            path = save_run(doc, _reports_dir(args), args.machine, args.commit)
         except StoreError as exc:
             return _err(str(exc))
     print(f"stored {path}" + (f" (pytest exit {rc}: some benchmarks failed)" if rc else ""))
@@ -133,7 +138,7 @@ def cmd_bench_store(args: argparse.Namespace) -> int:
     return 0
 
 
-def _frame(args: argparse.Namespace):  # noqa: ANN202 - pandas imported lazily
+def _frame(args: argparse.Namespace):
     from lmfs.harness.history import runs_frame
     from lmfs.harness.store import load_store
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmfs.harness.adapter import adapter_name
+from lmfs.harness.adapter import adapter_name, looks_like_path
 from lmfs.harness.atomic import write_json_atomic
 
 FAILED_OUTCOMES = ("failed", "error", "missing", "not_implemented", "timeout", "memory", "crashed", "not_run")
@@ -52,10 +52,6 @@ class GradeOptions:
     reports_dir: Path = Path("reports")
     cwd: Path | None = None
     echo: Callable[[str], None] | None = None  # progress lines (None: silent)
-
-
-def _is_path(spec: str) -> bool:
-    return spec.endswith(".py") or "/" in spec or os.sep in spec or Path(spec).exists()
 
 
 def spec_paths(specs: Path, units: list[str] | None) -> list[Path]:
@@ -129,6 +125,13 @@ def crash_context(output: str) -> str:
     return " | ".join(rest[-3:])
 
 
+def _child_env() -> dict[str, str]:
+    """The caller's environment, with the caller's working folder importable (``--adapter my_pkg.adapters``
+    run from a user's project), since the child runs in the lmfs checkout."""
+    paths = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(paths))
+
+
 def preflight(opts: GradeOptions) -> None:
     """Import the adapter in a throwaway child (under the same limits); raise :class:`GradeError` with a
     clear message when it does not exist, fails to import, hangs or crashes."""
@@ -141,7 +144,7 @@ def preflight(opts: GradeOptions) -> None:
     try:
         res = subprocess.run(
             [sys.executable, "-c", code, opts.adapter],
-            cwd=opts.cwd, capture_output=True, text=True, timeout=max(opts.timeout, 120),
+            cwd=opts.cwd, env=_child_env(), capture_output=True, text=True, timeout=max(opts.timeout, 120),
             preexec_fn=_limit_memory(opts.memory_mb),
         )
     except subprocess.TimeoutExpired:
@@ -205,7 +208,7 @@ def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int) 
         "-p", "no:cacheprovider", "-q", "-rN",
         *opts.pytest_args,
     ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = _child_env()
     hard_timeout = 1.5 * opts.timeout + 2.0
     rss_cap = int(1.25 * opts.memory_mb * 2**20) if opts.memory_mb else None
     child = _Child()
@@ -307,7 +310,7 @@ def summarize(tests: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], d
 def grade(opts: GradeOptions) -> dict[str, Any]:
     """Run the specs against ``opts.adapter``; write and return the grade document."""
     echo = opts.echo or (lambda _msg: None)
-    if _is_path(opts.adapter):
+    if looks_like_path(opts.adapter):
         opts.adapter = str(Path(opts.adapter).resolve())
     paths = spec_paths(opts.specs, opts.units)
     preflight(opts)

@@ -47,7 +47,7 @@ def cuda_device_name() -> str | None:
 
         if torch.cuda.is_available():
             return str(torch.cuda.get_device_name(0))
-    except Exception:  # noqa: BLE001 - no torch / broken driver: treat as CPU
+    except Exception:
         return None
     return None
 
@@ -74,7 +74,7 @@ def _version(module: str) -> str | None:
     try:
         mod = __import__(module)
         return str(getattr(mod, "__version__", None))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -87,7 +87,7 @@ def thread_info() -> dict[str, Any]:
         import torch
 
         threads = torch.get_num_threads()
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     pinned = bool(env) or (threads is not None and threads < cpu_count())
     return {"torch_threads": threads, "thread_env": env, "threads_pinned": pinned}

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from lmfs.harness.adapter import DEFAULT_ADAPTER, Adapter, AdapterLoadError, AdapterMissing, load_adapter
+from lmfs.harness.adapter import (
+    DEFAULT_ADAPTER,
+    Adapter,
+    AdapterLoadError,
+    AdapterMissing,
+    AdapterNotImplemented,
+    load_adapter,
+)
 
 try:  # hypothesis is a dependency, but keep the plugin importable without it
     from hypothesis import HealthCheck, settings
@@ -80,7 +87,7 @@ def _cuda_available() -> bool:
         import torch
 
         return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -134,7 +141,7 @@ def _classify(report: pytest.TestReport, call_excinfo: object | None) -> str:
     text = str(report.longrepr) if report.longrepr is not None else ""
     if "AdapterMissing" in text:
         return "missing"
-    if "NotImplementedError" in text:
+    if "AdapterNotImplemented" in text or "NotImplementedError" in text:
         return "not_implemented"
     if ("Timeout" in text and "pytest-timeout" in text) or "Failed: Timeout" in text:
         return "timeout"
@@ -146,7 +153,7 @@ def _classify(report: pytest.TestReport, call_excinfo: object | None) -> str:
 class _GradeLog:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fh = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives for the session
+        self._fh = open(path, "a", buffering=1, encoding="utf-8")
         self._items: dict[str, pytest.Item] = {}
 
     def write(self, record: dict) -> None:
@@ -222,4 +229,4 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         session.config.pluginmanager.register(_GradeLog(path), "lmfs-grade-log")
 
 
-__all__ = ["AdapterMissing", "adapter", "item_points", "item_unit"]
+__all__ = ["AdapterMissing", "AdapterNotImplemented", "adapter", "item_points", "item_unit"]

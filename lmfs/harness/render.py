@@ -36,7 +36,7 @@ def collect_sections(reports_dir: Path, providers: list[str] | None = None) -> l
                 continue
             sections.append(_error_section(spec, order))
             continue
-        except Exception:  # noqa: BLE001 - a broken unit must not take the report down
+        except Exception:
             sections.append(_error_section(spec, order))
             continue
         func = getattr(module, func_name or "section", None)
@@ -44,7 +44,7 @@ def collect_sections(reports_dir: Path, providers: list[str] | None = None) -> l
             continue
         try:
             result = func(Path(reports_dir))
-        except Exception:  # noqa: BLE001
+        except Exception:
             sections.append(_error_section(spec, order))
             continue
         if result is None:

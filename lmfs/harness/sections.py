@@ -186,8 +186,8 @@ def _history_figures(mdf: Any, changes: Any) -> list[str]:
             for ch in changes[changes["benchmark"] == name].itertuples():
                 color = "#c00" if ch.kind == "regression" else "#1b7f3b"
                 ax.axvline(xpos[ch.commit] - 0.5, color=color, ls="--", lw=1.2)
-                ax.annotate(f"×{ch.ratio:.2f}", (xpos[ch.commit] - 0.5, ax.get_ylim()[1]), color=color,
-                            fontsize=7, ha="left", va="top")
+                ax.text(xpos[ch.commit] - 0.45, 0.04, f"×{ch.ratio:.2f}", color=color, fontsize=7,
+                        ha="left", va="bottom", transform=ax.get_xaxis_transform())
             ax.set_title(name[-60:], fontsize=7)
             ax.set_ylabel("median (ms)", fontsize=7)
             ax.set_xticks(range(len(commits)))

@@ -33,6 +33,17 @@ def naive_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False) ->
     return weights @ v
 
 
+def _common_dtype(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Under autocast, cast to the autocast dtype (custom autograd Functions are not autocast-aware); otherwise
+    promote mixed dtypes (e.g. fp32 RoPE'd q, k with a bf16 v) to a common one."""
+    device_type = q.device.type
+    if torch.is_autocast_enabled(device_type):
+        target = torch.get_autocast_dtype(device_type)
+    else:
+        target = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    return q.to(target), k.to(target), v.to(target)
+
+
 def flash_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False, backend: str = "triton") -> Tensor:
     """FlashAttention-2 on ``(..., seq, d)`` (typically ``(B, H, T, D)``) with autograd."""
     if backend == "triton":
@@ -54,6 +65,7 @@ def make_attention_fn(backend: str = "triton") -> AttentionFn:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
 
     def attention_fn(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = True) -> Tensor:
+        q, k, v = _common_dtype(q, k, v)
         return flash_attention(q, k, v, is_causal, backend=backend)
 
     attention_fn.__name__ = f"flash_attention_{backend}"

@@ -325,20 +325,41 @@ def autotune_enabled() -> bool:
     return os.environ.get("LMFS_TRITON_AUTOTUNE", "1").strip() not in ("0", "false", "no")
 
 
-def _launcher(name: str):
-    """``(kernel, launch kwargs)``: the interpreter's fixed 16×16 tiles, the fixed GPU config, or the autotuner."""
-    kernel, configs = _KERNELS[name]
-    if interpreting():
-        return kernel, {"BLOCK_Q": INTERPRETER_TILES[0], "BLOCK_K": INTERPRETER_TILES[1]}
-    if not autotune_enabled():
-        bq, bk, warps, stages = configs[0]
-        return kernel, {"BLOCK_Q": bq, "BLOCK_K": bk, "num_warps": warps, "num_stages": stages}
+def _tuned_kernel(name: str):
     if name not in _tuned:
+        kernel, configs = _KERNELS[name]
         _tuned[name] = triton.autotune(
             configs=[triton.Config({"BLOCK_Q": bq, "BLOCK_K": bk}, num_warps=w, num_stages=st) for bq, bk, w, st in configs],
             key=_TUNE_KEY,
         )(kernel)
-    return _tuned[name], {}
+    return _tuned[name]
+
+
+_fixed_choice: dict[tuple, int] = {}  # (kernel, dtype, head dim, causal) -> index of the first config that fits
+
+
+def _launch(name: str, grid, args: tuple, kwargs: dict) -> None:
+    """Launch kernel ``name``: the interpreter's fixed tiles, the autotuner, or (autotune off) the first config
+    of the list that fits the chip's shared memory."""
+    kernel, configs = _KERNELS[name]
+    if interpreting():
+        kernel[grid](*args, **kwargs, BLOCK_Q=INTERPRETER_TILES[0], BLOCK_K=INTERPRETER_TILES[1])
+        return
+    if autotune_enabled():
+        _tuned_kernel(name)[grid](*args, **kwargs)
+        return
+    from triton.runtime.errors import OutOfResources
+
+    key = (name, args[0].dtype, kwargs["HEAD_DIM"], kwargs["IS_CAUSAL"])
+    for i in range(_fixed_choice.get(key, 0), len(configs)):
+        bq, bk, warps, stages = configs[i]
+        try:
+            kernel[grid](*args, **kwargs, BLOCK_Q=bq, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        except OutOfResources:
+            continue
+        _fixed_choice[key] = i
+        return
+    raise RuntimeError(f"FlashAttentionTriton: no {name} config fits this GPU for {key}; add a smaller one to the list")
 
 
 # ----------------------------------------------------------------------------------------------- host side
@@ -389,10 +410,11 @@ def triton_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False) -> 
     o4 = torch.empty((b, h, n_q, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b * h, n_q), dtype=torch.float32, device=q.device)
     sm_scale = 1.0 / math.sqrt(d)
-    kernel, launch = _launcher("fwd")
-    kernel[lambda m: (triton.cdiv(n_q, m["BLOCK_Q"]), b * h)](
-        q4, k4, v4, o4, lse, *_strides(q4), *_strides(k4), *_strides(v4), *_strides(o4),
-        h, n_q, n_k, sm_scale * 1.4426950408889634, IS_CAUSAL=bool(is_causal), **meta, **launch,
+    _launch(
+        "fwd", lambda m: (triton.cdiv(n_q, m["BLOCK_Q"]), b * h),
+        (q4, k4, v4, o4, lse, *_strides(q4), *_strides(k4), *_strides(v4), *_strides(o4),
+         h, n_q, n_k, sm_scale * 1.4426950408889634),
+        {"IS_CAUSAL": bool(is_causal), **meta},
     )
     return o4.reshape(q.shape), lse.reshape(q.shape[:-1])
 
@@ -418,17 +440,17 @@ def triton_backward(
         HEAD_DIM=meta["HEAD_DIM"], BLOCK_D=meta["BLOCK_D"], PAD_D=meta["PAD_D"], BLOCK_Q=block,
     )
     common = (h, n_q, n_k, qk_scale, sm_scale)
-    kernel, launch = _launcher("bwd_kv")
-    kernel[lambda m: (triton.cdiv(n_k, m["BLOCK_K"]), b * h)](
-        q4, k4, v4, g4, lse2, delta, dk, dv,
-        *_strides(q4), *_strides(k4), *_strides(v4), *_strides(g4), *_strides(dk), *_strides(dv),
-        *common, IS_CAUSAL=bool(is_causal), **meta, **launch,
+    _launch(
+        "bwd_kv", lambda m: (triton.cdiv(n_k, m["BLOCK_K"]), b * h),
+        (q4, k4, v4, g4, lse2, delta, dk, dv,
+         *_strides(q4), *_strides(k4), *_strides(v4), *_strides(g4), *_strides(dk), *_strides(dv), *common),
+        {"IS_CAUSAL": bool(is_causal), **meta},
     )
-    kernel, launch = _launcher("bwd_q")
-    kernel[lambda m: (triton.cdiv(n_q, m["BLOCK_Q"]), b * h)](
-        q4, k4, v4, g4, lse2, delta, dq,
-        *_strides(q4), *_strides(k4), *_strides(v4), *_strides(g4), *_strides(dq),
-        *common, IS_CAUSAL=bool(is_causal), **meta, **launch,
+    _launch(
+        "bwd_q", lambda m: (triton.cdiv(n_q, m["BLOCK_Q"]), b * h),
+        (q4, k4, v4, g4, lse2, delta, dq,
+         *_strides(q4), *_strides(k4), *_strides(v4), *_strides(g4), *_strides(dq), *common),
+        {"IS_CAUSAL": bool(is_causal), **meta},
     )
     return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
 

@@ -21,15 +21,16 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 
     Rows that are entirely ``-inf`` give NaN, as the math says (there is nothing to normalize).
     """
-    shifted = x - x.amax(dim=dim, keepdim=True)
+    # the shift is a constant for the gradient (softmax is shift-invariant): detach it so that autograd
+    # does not route a (zero) gradient through amax, which costs a full pass over x
+    shifted = x - x.amax(dim=dim, keepdim=True).detach()
     exp = torch.exp(shifted)
     return exp / exp.sum(dim=dim, keepdim=True)
 
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     """Stable ``log softmax`` along ``dim``: ``x - logsumexp(x)``. Shape preserved."""
-    m = x.amax(dim=dim, keepdim=True)
-    shifted = x - m
+    shifted = x - x.amax(dim=dim, keepdim=True).detach()
     return shifted - torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
 
 
@@ -42,7 +43,7 @@ def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor |
     if mask is not None and mask.dtype != torch.bool:
         raise TypeError(f"attention mask must be a bool tensor (True = attend), got dtype {mask.dtype}")
     d_k = Q.shape[-1]
-    scores = torch.matmul(Q, K.transpose(-2, -1)) * (1.0 / math.sqrt(d_k))
+    scores = torch.matmul(Q * (1.0 / math.sqrt(d_k)), K.transpose(-2, -1))  # scale the smaller operand
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return torch.matmul(softmax(scores, dim=-1), V)
@@ -78,7 +79,7 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
             f"cross_entropy: logits {tuple(logits.shape)} must be targets' shape {tuple(targets.shape)} + (vocab,)"
         )
     x = logits.float()
-    m = x.amax(dim=-1, keepdim=True)
+    m = x.amax(dim=-1, keepdim=True).detach()
     lse = (m + torch.log(torch.exp(x - m).sum(dim=-1, keepdim=True))).squeeze(-1)
     target_logit = x.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
     return (lse - target_logit).mean()

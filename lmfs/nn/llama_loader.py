@@ -210,3 +210,38 @@ def _bytes_to_unicode() -> dict[int, str]:
             table[b] = chr(256 + extra)
             extra += 1
     return table
+
+
+def interleaved_to_hf_rows(w: Tensor, n_heads: int) -> Tensor:
+    """The inverse of :func:`hf_to_interleaved_rows`: rows 2j, 2j + 1 of each head go to rows j, j + d_head/2."""
+    rows, d_in = w.shape
+    return w.reshape(n_heads, rows // n_heads // 2, 2, d_in).transpose(1, 2).reshape(rows, d_in)
+
+
+def to_hf_llama_state_dict(state_dict: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
+    """An lmfs TransformerLM state dict (pre-norm, RoPE, SwiGLU) as a Hugging Face ``LlamaForCausalLM`` one.
+
+    Splits the fused QKV and permutes Wq/Wk rows to HF's half-split rotary layout.
+    """
+    if (config.norm, config.position, config.ffn) != ("pre", "rope", "swiglu"):
+        raise ValueError(f"only pre-norm/RoPE/SwiGLU models are Llama-shaped; this one is {config.norm}/"
+                         f"{config.position}/{config.ffn}")
+    h, kv, d = config.num_heads, config.kv_heads, config.d_head
+    out = {
+        "model.embed_tokens.weight": state_dict["token_embeddings.weight"],
+        "model.norm.weight": state_dict["ln_final.weight"],
+        "lm_head.weight": state_dict["lm_head.weight"],
+    }
+    for i in range(config.num_layers):
+        p, q = f"layers.{i}.", f"model.layers.{i}."
+        wq, wk, wv = state_dict[p + "attn.qkv_proj.weight"].split((h * d, kv * d, kv * d))
+        out[q + "self_attn.q_proj.weight"] = interleaved_to_hf_rows(wq, h)
+        out[q + "self_attn.k_proj.weight"] = interleaved_to_hf_rows(wk, kv)
+        out[q + "self_attn.v_proj.weight"] = wv
+        out[q + "self_attn.o_proj.weight"] = state_dict[p + "attn.output_proj.weight"]
+        out[q + "mlp.gate_proj.weight"] = state_dict[p + "ffn.w1.weight"]
+        out[q + "mlp.down_proj.weight"] = state_dict[p + "ffn.w2.weight"]
+        out[q + "mlp.up_proj.weight"] = state_dict[p + "ffn.w3.weight"]
+        out[q + "input_layernorm.weight"] = state_dict[p + "ln1.weight"]
+        out[q + "post_attention_layernorm.weight"] = state_dict[p + "ln2.weight"]
+    return out

@@ -37,7 +37,7 @@ def bench_one(
         "compile": compile, "attention": attention, "device": device_name(device), "params": n_params,
         "warmup": warmup, "steps": steps, "mean_s": timing.mean, "std_s": timing.std, "median_s": timing.median,
         "tokens_per_s": batch_size * context / timing.mean if timing.mean > 0 else float("nan"),
-        "torch": torch.__version__, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "torch": torch.__version__, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 - py<3.11 GPU images
     }
     del work
     if torch.device(device).type == "cuda":
@@ -49,7 +49,11 @@ def bench_grid(
     sizes: list[str], contexts: list[int], modes: list[str], dtypes: list[str], compiles: list[bool], **kwargs: Any
 ) -> list[dict[str, Any]]:
     """Every combination, with a tqdm bar; a configuration that runs out of memory is recorded as such."""
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:  # e.g. on a bare GPU image: no progress bar
+        def tqdm(items, **_):
+            return items
 
     for m in modes:
         if m not in MODES:

@@ -103,7 +103,8 @@ def top_csv(summary: dict[str, Any]) -> str:
 
 def write_summary(summary: dict[str, Any], meta: dict[str, Any], data_dir: Path, tag: str) -> Path:
     """``<data_dir>/<tag>.json`` (summary + run metadata) and ``<tag>_top.csv``; returns the JSON path."""
-    record = {"tag": tag, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **meta, **summary}
+    record = {"tag": tag, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
+              **meta, **summary}
     path = Path(data_dir) / f"{tag}.json"
     write_json_atomic(path, record)
     write_text_atomic(Path(data_dir) / f"{tag}_top.csv", top_csv(summary))

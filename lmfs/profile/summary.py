@@ -35,11 +35,21 @@ def _is_annotation(name: str) -> bool:
     return name in ANNOTATIONS or name.startswith("ProfilerStep") or name.startswith("## ")
 
 
+def _is_python_frame(event: Any) -> bool:
+    """Python-function events recorded by ``with_stack`` (not operators; their time would count twice)."""
+    if getattr(event, "is_python_function", False):
+        return True
+    name = event.name
+    return ".py(" in name or name.startswith("<built-in") or name.startswith("nn.Module:")
+
+
 def _inside_attention(event: Any) -> bool:
     parent = getattr(event, "cpu_parent", None)
     while parent is not None:
         low = parent.name.lower()
-        if parent.name == "attention" or any(w in low for w in ("flash", "softmax", "scaleddotproduct")):
+        if parent.name == "attention" or (
+            not _is_python_frame(parent) and any(w in low for w in ("flash", "softmax", "scaleddotproduct"))
+        ):
             return True
         parent = getattr(parent, "cpu_parent", None)
     return False
@@ -56,7 +66,9 @@ def summarize_events(events: list[Any], on_cuda: bool, steps: int, top_k: int = 
         is_device = getattr(e, "device_type", DeviceType.CPU) == DeviceType.CUDA
         if e.name in ("forward", "backward", "optimizer") and not is_device:
             phases[e.name] += e.cpu_time_total / 1e3
-        if on_cuda != is_device or _is_annotation(e.name):
+        if on_cuda != is_device or _is_annotation(e.name) or getattr(e, "is_user_annotation", False):
+            continue
+        if _is_python_frame(e):
             continue
         us = e.time_range.elapsed_us() if is_device else e.self_cpu_time_total
         if us <= 0:

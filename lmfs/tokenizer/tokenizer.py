@@ -122,13 +122,13 @@ class Tokenizer:
         cache = self._cache
         parts = list(map(cache.get, pretokens))
         if None in parts:
-            if len(cache) > CACHE_LIMIT:
-                cache.clear()
             for j, ids in enumerate(parts):
                 if ids is None:
                     tok = pretokens[j]
                     ids = cache.get(tok)
                     if ids is None:
+                        if len(cache) >= CACHE_LIMIT:
+                            cache.clear()
                         ids = cache[tok] = self._bpe(tok)
                     parts[j] = ids
         return list(chain.from_iterable(parts))

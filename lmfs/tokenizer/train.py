@@ -169,7 +169,7 @@ def train_from_counts(
     while len(merges) < num_merges and heap:
         negc, _, k = heappop(heap)
         c_now = pair_count.get(k, 0)
-        if c_now != -negc:  # stale entry: re-queue with the current count (counts only drop between pushes)
+        if c_now != -negc or c_now <= 0:  # stale entry: re-queue with the current count (counts only drop between pushes)
             if c_now > 0:
                 heappush(heap, heap_entry(k, c_now))
             continue
@@ -215,7 +215,8 @@ def train_from_counts(
                 words[wi] = nw
         pair_count.pop(k, None)
         for kk in grown:
-            heappush(heap, heap_entry(kk, pair_count[kk]))
+            if pair_count[kk] > 0:  # (c, x) can rise and fall back to 0 within one pre-token ("abab")
+                heappush(heap, heap_entry(kk, pair_count[kk]))
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -25,6 +25,21 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_run)
 
+    e = groups["root"].add_parser(
+        "evaluate",
+        help="loss of a trained run on a whole token file; optionally samples and a commit-worthy export",
+        description="Evaluate the newest checkpoint of a run on every window of a token file (default: the run's "
+        "val_data). With --export DIR also write metrics.jsonl, summary.json and samples.txt there.",
+    )
+    e.add_argument("--checkpoint", required=True, help="run folder or checkpoint file")
+    e.add_argument("--data", default=None, help="token file (.npy/.bin); default: the run's val_data")
+    e.add_argument("--export", default=None, metavar="DIR", help="write summary.json, metrics.jsonl, samples.txt here")
+    e.add_argument("--prompt", action="append", default=[], help="prompt to sample for samples.txt (repeatable)")
+    e.add_argument("--max-new-tokens", type=int, default=120)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    e.set_defaults(func=_evaluate)
+
 
 def _run(args: argparse.Namespace) -> int:
     import json
@@ -55,4 +70,28 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lmfs train: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    import tempfile
+
+    import torch
+
+    from lmfs.train.checkpoint import CheckpointError
+    from lmfs.train.export import export_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dest = args.export or tempfile.mkdtemp(prefix="lmfs-eval-")
+    try:
+        summary = export_run(args.checkpoint, dest, val_data=args.data, prompts=args.prompt or None,
+                             max_new_tokens=args.max_new_tokens, device=args.device)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"lmfs evaluate: {exc}", file=sys.stderr)
+        return 2
+    summary.pop("config", None)
+    print(json.dumps(summary, indent=2))
     return 0

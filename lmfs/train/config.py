@@ -61,6 +61,7 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum_steps: int = 1
     max_steps: int = 1000
+    max_wall_seconds: float = 0.0  # stop (with a checkpoint and a final eval) after this much training time; 0: no limit
     # evaluation, logging, checkpoints
     eval_interval: int = 100  # 0: only at the end
     eval_batches: int = 20
@@ -131,6 +132,7 @@ class TrainConfig:
         need(self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1, beta2 must be in [0, 1) (got {self.beta1}, {self.beta2})")
         need(self.eps > 0, f"eps must be > 0 (got {self.eps})")
+        need(self.max_wall_seconds >= 0, f"max_wall_seconds must be >= 0 (0 = no limit; got {self.max_wall_seconds})")
         need(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables; got {self.grad_clip})")
         need(self.dtype in ("float32", "bfloat16"), f"dtype must be 'float32' or 'bfloat16' (got {self.dtype!r})")
         need(self.data_dtype in ("uint16", "uint32", "int32", "int64"),

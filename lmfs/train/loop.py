@@ -206,7 +206,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
         bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train", unit="step",
                    dynamic_ncols=True)
         t_log, tokens_at_log = time.perf_counter(), step * cfg.tokens_per_step
+        val_at, ckpt_at = (0 if last_val is not None else -1), step
         while step < last_step:
+            if cfg.max_wall_seconds and wall() >= cfg.max_wall_seconds:
+                bar.write(f"time limit: stopping at step {step} after {wall():.0f} s (max_wall_seconds)")
+                break
             lr = cosine_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.schedule_cycle)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -241,12 +245,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
                 t_log, tokens_at_log = now, tokens
                 bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
             if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_steps:
-                last_val = validate(step)
+                last_val, val_at = validate(step), step
             if (cfg.ckpt_interval and step % cfg.ckpt_interval == 0) or step == last_step:
                 checkpoint(step)
+                ckpt_at = step
         bar.close()
-        if last_val is None and val_data is not None:  # e.g. resumed after the end
-            last_val = validate(step)
+        if val_data is not None and (val_at != step or last_val is None) and step != stop_at:
+            last_val = validate(step)  # stopped by the time limit, or resumed after the end
+        if ckpt_at != step:
+            checkpoint(step)
 
     result = TrainResult(final_train_loss=last_train, final_val_loss=last_val, steps=step,
                          tokens_seen=step * cfg.tokens_per_step, wall_seconds=wall(), out_dir=out_dir,

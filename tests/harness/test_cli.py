@@ -68,3 +68,19 @@ def test_bench_store_rejects_bad_files(tmp_path: Path, capsys: pytest.CaptureFix
 def test_report_command(store: Path) -> None:
     assert main(["report", "--reports-dir", str(store)]) == 0
     assert "Benchmark history" in (store / "index.html").read_text()
+
+
+def test_bench_run_stores_a_run_with_machine_info_and_raw_rounds(tmp_path: Path) -> None:
+    suite = Path(__file__).parent / "fixtures" / "bench_mini"
+    reports = tmp_path / "reports"
+    assert main(["bench", "run", "--suite", str(suite), "--reports-dir", str(reports), "--commit", "0123abcd"]) == 0
+    files = list((reports / "bench").glob("*/0123abcd.json"))
+    assert len(files) == 1 and files[0].parent.name.startswith(("cpu-", "cuda-"))
+    doc = json.loads(files[0].read_text())
+    assert doc["machine_info"]["machine_id"] == files[0].parent.name
+    assert {"cpu_count", "torch", "python", "threads_pinned"} <= set(doc["machine_info"])
+    impls = {b["extra_info"]["impl"]: b for b in doc["benchmarks"]}
+    assert set(impls) == {"lmfs", "builtin-sum"} and len(impls["lmfs"]["stats"]["data"]) == 5
+    assert main(["report", "--reports-dir", str(reports)]) == 0
+    html = (reports / "index.html").read_text()
+    assert "builtin-sum" in html and "tok/s" in html

@@ -64,12 +64,12 @@ def test_compare_flags_a_real_regression_only() -> None:
         "bbbb": [bench_entry("t::slow", rounds(0.015, seed=3)), bench_entry("t::same", rounds(0.0101, seed=4)),
                  bench_entry("t::noisy", [0.012, 0.04, 0.011])],
     })
-    ca, cb, table = compare_commits(df, "aaaa", "bbbb", "cpu-test-2c")
+    _, _, table = compare_commits(df, "aaaa", "bbbb", "cpu-test-2c")
     by = table.set_index("benchmark")
     assert by.loc["t::slow", "verdict"] == "REGRESSION" and by.loc["t::slow", "ratio"] == pytest.approx(1.5, rel=0.1)
     assert by.loc["t::same", "verdict"] == "same"
     assert by.loc["t::noisy", "verdict"] == "same"  # ratio 1.2 but 3 overlapping rounds: the rank test disagrees
-    with pytest.raises(UnknownMachine, match="cuda-h100.*cpu-test-2c"):
+    with pytest.raises(UnknownMachine, match=r"cuda-h100.*cpu-test-2c"):
         compare_commits(df, "aaaa", "bbbb", "cuda-h100")
     with pytest.raises(KeyError, match="not in the store"):
         compare_commits(df, "aaaa", "cccc", "cpu-test-2c")

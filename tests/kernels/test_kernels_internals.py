@@ -118,3 +118,13 @@ def test_triton_unequal_tiles_on_the_interpreter(monkeypatch, tiles, causal):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     for mine, leaf in zip(grads, leaves, strict=True):
         torch.testing.assert_close(mine, leaf.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_fn_follows_autocast_and_mixed_dtypes():
+    q, k, v = (x.detach() for x in _heads_qkv(3))
+    fn = make_attention_fn("pytorch")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fn(q, k, v, True).dtype == torch.bfloat16
+    out = fn(q, k, v.to(torch.bfloat16), True)  # mixed: promoted to float32
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, _sdpa_like(q, k, v.to(torch.bfloat16).float(), True), rtol=1e-5, atol=1e-5)

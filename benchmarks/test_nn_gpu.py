@@ -1,0 +1,151 @@
+"""Training throughput of a 124M Llama-shaped model on one GPU: lmfs vs Hugging Face ``LlamaForCausalLM``.
+
+Config: d_model 768, 12 layers, 12 heads, d_ff 2048, vocab 32000, batch 16 × 1024, bf16 autocast with fp32
+master weights, ``torch.compile``d, one step = forward + cross-entropy + backward + AdamW step. lmfs uses its
+own AdamW (foreach) and, when lmfs.kernels' Triton FlashAttention imports, that as its ``attention_fn``; HF uses
+SDPA attention and ``torch.optim.AdamW(fused=True)``. Both models start from the same weights.
+
+extra_info: ``tokens`` and ``flops`` per round (6·N + 12·L·d·T per token, N = parameters outside the input
+embedding), ``tokens_per_s`` and ``mfu`` (vs 989 TFLOP/s bf16 dense, H100/H200) from the median round, and the
+card's name. Run: ``pytest benchmarks/test_nn_gpu.py -m gpu`` (skips without CUDA or transformers).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+
+SHAPE = dict(vocab=32000, ctx=1024, d_model=768, layers=12, heads=12, d_ff=2048)
+BATCH = int(os.environ.get("LMFS_NN_GPU_BATCH", "16"))
+PEAK_BF16 = 989e12
+ROUNDS = int(os.environ.get("LMFS_NN_GPU_ROUNDS", "20"))
+
+
+def flops_per_token(n_params_no_input_emb: int, layers: int, d_model: int, ctx: int) -> float:
+    return 6.0 * n_params_no_input_emb + 12.0 * layers * d_model * ctx
+
+
+def build_lmfs(device: str, attention: str = "auto"):
+    from lmfs.nn import TransformerConfig, TransformerLM
+
+    s = SHAPE
+    cfg = TransformerConfig(s["vocab"], s["ctx"], s["d_model"], s["layers"], s["heads"], s["d_ff"])
+    model = TransformerLM(cfg, device=device)
+    used = "lmfs-sdpa"
+    if attention in ("auto", "triton"):
+        try:
+            from lmfs.kernels.attention import make_attention_fn
+
+            model.set_attention_fn(make_attention_fn("triton"))
+            used = "lmfs-flash-triton"
+        except Exception:  # noqa: BLE001 - the kernels unit is optional here
+            if attention == "triton":
+                raise
+    return model, used
+
+
+def build_hf(device: str, lmfs_model=None):
+    transformers = pytest.importorskip("transformers")
+    s = SHAPE
+    cfg = transformers.LlamaConfig(
+        vocab_size=s["vocab"], hidden_size=s["d_model"], intermediate_size=s["d_ff"], num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"], num_key_value_heads=s["heads"], max_position_embeddings=s["ctx"],
+        rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+    )
+    cfg._attn_implementation = "sdpa"
+    model = transformers.LlamaForCausalLM(cfg).to(device)
+    if lmfs_model is not None:  # start from lmfs's weights (same function, same optimization problem)
+        from lmfs.nn.llama_loader import to_hf_llama_state_dict
+
+        model.load_state_dict(to_hf_llama_state_dict(lmfs_model.state_dict(), lmfs_model.config), strict=True)
+    return model
+
+
+def make_step(impl: str, model, ids: torch.Tensor, targets: torch.Tensor, compile: bool = True):
+    """One training step (closure) for ``impl`` "lmfs" or "hf-transformers"."""
+    if impl == "lmfs":
+        from lmfs.nn import cross_entropy
+        from lmfs.optim import AdamW
+
+        opt = AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, foreach=True)
+        forward = lambda: model(ids)
+        loss_fn = cross_entropy
+    else:
+        import torch.nn.functional as F
+
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=ids.is_cuda)
+        forward = lambda: model(input_ids=ids).logits
+        loss_fn = lambda logits, y: F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+    def fwd_bwd() -> torch.Tensor:
+        with torch.autocast(ids.device.type, dtype=torch.bfloat16):
+            loss = loss_fn(forward(), targets)
+        loss.backward()
+        return loss
+
+    compiled = torch.compile(fwd_bwd) if compile else fwd_bwd
+
+    def step() -> torch.Tensor:
+        loss = compiled()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+@pytest.fixture(scope="module")
+def gpu_models():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    lmfs_model, attention = build_lmfs("cuda")
+    hf = build_hf("cuda", lmfs_model)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    ids = torch.randint(0, SHAPE["vocab"], (BATCH, SHAPE["ctx"]), device="cuda", generator=g)
+    targets = torch.randint(0, SHAPE["vocab"], (BATCH, SHAPE["ctx"]), device="cuda", generator=g)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):  # same weights, same function
+        a, b = lmfs_model(ids[:2]).float(), hf(input_ids=ids[:2]).logits.float()
+    max_diff = (a - b).abs().max().item()
+    return {"lmfs": lmfs_model, "hf-transformers": hf}, ids, targets, attention, max_diff
+
+
+@pytest.mark.parametrize("impl", ["lmfs", "hf-transformers"])
+def test_train_step_124m_gpu(benchmark, gpu_models, impl):
+    models, ids, targets, attention, max_diff = gpu_models
+    model = models[impl]
+    step = make_step(impl, model, ids, targets)
+    for _ in range(3):  # compile + autotune outside the timings
+        step()
+    torch.cuda.synchronize()
+
+    times: list[float] = []
+
+    def timed() -> None:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    n_params -= SHAPE["vocab"] * SHAPE["d_model"]  # input embedding: a lookup, no FLOPs
+    tokens = ids.numel()
+    flops = tokens * flops_per_token(n_params, SHAPE["layers"], SHAPE["d_model"], SHAPE["ctx"])
+    benchmark.group = f"nn-train-step-124m-gpu-b{BATCH}x{SHAPE['ctx']}-bf16-compiled"
+    benchmark.pedantic(timed, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    median = statistics.median(times)
+    benchmark.extra_info.update(
+        impl=impl, tokens=tokens, flops=flops, device=torch.cuda.get_device_name(),
+        tokens_per_s=tokens / median, mfu=flops / median / PEAK_BF16, cuda_event_median_s=median,
+        attention=attention if impl == "lmfs" else "sdpa", logits_max_abs_diff_vs_peer=max_diff,
+    )
+    print(f"\n{impl}: {tokens / median:,.0f} tok/s, MFU {flops / median / PEAK_BF16:.1%} on {torch.cuda.get_device_name()}")

@@ -1,0 +1,80 @@
+"""Publish a finished run: full validation loss, samples, and the small files worth committing.
+
+``export_run`` writes to ``dest``: ``metrics.jsonl`` (copied), ``summary.json`` (config, parameters, tokens,
+wall time, validation loss over the whole file) and ``samples.txt``. Checkpoints stay in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    val_data: str | None = None,
+    prompts: list[str] | None = None,
+    max_new_tokens: int = 120,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the newest checkpoint of ``run_dir`` on the whole ``val_data`` file (default: the run's),
+    sample a continuation of each prompt, and write the bundle to ``dest``. Returns the summary dict."""
+    from lmfs.generate.load import find_checkpoint, load_model, load_run_tokenizer
+    from lmfs.generate.text import generate_text
+    from lmfs.train.checkpoint import read_checkpoint
+    from lmfs.train.data import load_tokens
+    from lmfs.train.evaluate import evaluate_tokens
+
+    run = Path(run_dir)
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = find_checkpoint(run)
+    model, cfg = load_model(ckpt, device=device)
+    extra = read_checkpoint(ckpt).get("extra", {})
+    summary: dict[str, Any] = {
+        "checkpoint": ckpt.name,
+        "steps": int(read_checkpoint(ckpt)["iteration"]),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_params_non_embedding": model.num_parameters(non_embedding=True) if hasattr(model, "num_parameters") else None,
+        "tokens_seen": extra.get("tokens_seen"),
+        "wall_seconds": extra.get("wall_seconds"),
+        "final_train_loss": extra.get("train_loss"),
+        "sampled_val_loss": extra.get("val_loss"),
+        "config": cfg,
+    }
+    val_path = val_data or cfg.get("val_data")
+    if val_path:
+        data = load_tokens(val_path, dtype=cfg.get("data_dtype", "uint16"))
+        ev = evaluate_tokens(model, data, cfg["context_length"], batch_size=cfg.get("batch_size", 16),
+                             device=device, autocast_bf16=bool(cfg.get("autocast_bf16")), progress=progress)
+        summary.update({"val_file": str(val_path), "val_loss": ev["loss"], "val_ppl": ev["ppl"],
+                        "val_tokens": int(ev["tokens"])})
+    if prompts:
+        tokenizer = load_run_tokenizer(cfg)
+        blocks = []
+        for i, prompt in enumerate(prompts):
+            text = generate_text(model, tokenizer, prompt, max_new_tokens, temperature=temperature, top_p=top_p,
+                                 seed=seed + i, device=device)
+            blocks.append(f"=== prompt: {prompt!r} (temperature {temperature}, top_p {top_p}, seed {seed + i})\n"
+                          f"{prompt}{text}\n")
+        _atomic_text(out / "samples.txt", "\n".join(blocks))
+    if (run / "metrics.jsonl").is_file():
+        shutil.copyfile(run / "metrics.jsonl", out / ".metrics.jsonl.tmp")
+        os.replace(out / ".metrics.jsonl.tmp", out / "metrics.jsonl")
+    _atomic_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
