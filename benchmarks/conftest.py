@@ -22,7 +22,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 def pytest_benchmark_update_commit_info(config: pytest.Config, commit_info: dict) -> None:
     """Outside git (e.g. a copy of the tree on the GPU machine) ``$LMFS_COMMIT`` names the commit."""
     env = os.environ.get("LMFS_COMMIT")
-    if env and (commit_info.get("error") or not commit_info.get("id")):
+    if env and (commit_info.get("error") or commit_info.get("id") in (None, "", "unversioned")):
         commit_info.pop("error", None)
         commit_info["id"] = env.removesuffix("-dirty")
         commit_info["dirty"] = env.endswith("-dirty")

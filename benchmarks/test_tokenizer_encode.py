@@ -20,7 +20,8 @@ from lmfs.paths import has_shared_data, shared_data
 EOT = "<|endoftext|>"
 
 pytestmark = pytest.mark.skipif(
-    not has_shared_data("corpus", "gutenberg_valid.txt"), reason="needs ../shared/data/corpus/gutenberg_valid.txt"
+    not has_shared_data("corpus", "gutenberg_valid.txt"),
+    reason="needs ../shared/data/corpus/gutenberg_valid.txt",
 )
 
 
@@ -30,20 +31,22 @@ def text() -> str:
 
 
 @pytest.fixture(scope="module")
-def tiktoken_gpt2():  # noqa: ANN201
+def tiktoken_gpt2():
     tiktoken = pytest.importorskip("tiktoken")
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(shared_data("tokenizers", "tiktoken_cache")))
     return tiktoken.get_encoding("gpt2")
 
 
-def _lmfs_gpt2():  # noqa: ANN202
+def _lmfs_gpt2():
     from lmfs.tokenizer.formats import load_gpt2
 
-    return load_gpt2(shared_data("tokenizers", "gpt2_encoder.json"), shared_data("tokenizers", "gpt2_vocab.bpe"))
+    return load_gpt2(
+        shared_data("tokenizers", "gpt2_encoder.json"), shared_data("tokenizers", "gpt2_vocab.bpe")
+    )
 
 
 @pytest.mark.parametrize("impl", ["lmfs", "lmfs-cold-cache", "tiktoken"])
-def test_encode_single_thread(benchmark, impl: str, text: str, tiktoken_gpt2) -> None:  # noqa: ANN001
+def test_encode_single_thread(benchmark, impl: str, text: str, tiktoken_gpt2) -> None:
     n_bytes = len(text.encode("utf-8"))
     expected = tiktoken_gpt2.encode(text, allowed_special={EOT})
     benchmark.group = "tokenizer-encode-gpt2-single-thread"
@@ -63,7 +66,7 @@ def test_encode_single_thread(benchmark, impl: str, text: str, tiktoken_gpt2) ->
 
 
 @pytest.mark.parametrize("impl", ["lmfs", "tiktoken"])
-def test_encode_whole_file(benchmark, impl: str, tmp_path: Path, tiktoken_gpt2) -> None:  # noqa: ANN001
+def test_encode_whole_file(benchmark, impl: str, tmp_path: Path, tiktoken_gpt2) -> None:
     from lmfs.tokenizer.counting import available_cores
 
     src = shared_data("corpus", "gutenberg_valid.txt")
@@ -75,7 +78,10 @@ def test_encode_whole_file(benchmark, impl: str, tmp_path: Path, tiktoken_gpt2) 
 
         # a fresh tokenizer (cold pre-token cache) per round
         benchmark.pedantic(
-            lambda tok: encode_file(tok, src, out), setup=lambda: ((_lmfs_gpt2(),), {}), rounds=3, iterations=1
+            lambda tok: encode_file(tok, src, out),
+            setup=lambda: ((_lmfs_gpt2(),), {}),
+            rounds=3,
+            iterations=1,
         )
     else:
 
@@ -89,3 +95,29 @@ def test_encode_whole_file(benchmark, impl: str, tmp_path: Path, tiktoken_gpt2) 
     expected = tiktoken_gpt2.encode(src.read_bytes().decode("utf-8"), allowed_special={EOT})
     assert ids.tolist() == expected
     benchmark.extra_info["tokens"] = len(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", ["lmfs", "tiktoken"])
+def test_encode_whole_file_100mb(benchmark, impl: str, tmp_path: Path, tiktoken_gpt2) -> None:  # noqa: ANN001
+    """gutenberg_train.txt (100 MB) to a uint16 .npy: the cold-cache start-up cost is amortized here."""
+    from lmfs.tokenizer.counting import available_cores
+
+    src = shared_data("corpus", "gutenberg_train.txt")
+    out = tmp_path / "train.npy"
+    benchmark.group = "tokenizer-encode-file-100MB-gpt2"
+    benchmark.extra_info.update(impl=impl, bytes=src.stat().st_size, cores=available_cores())
+    if impl == "lmfs":
+        from lmfs.tokenizer.encode_file import encode_file
+
+        st = benchmark.pedantic(lambda: encode_file(_lmfs_gpt2(), src, out), rounds=1, iterations=1)
+        benchmark.extra_info["tokens"] = st.tokens
+    else:
+
+        def run() -> int:
+            ids = tiktoken_gpt2.encode(src.read_bytes().decode("utf-8"), allowed_special={EOT})
+            np.save(out, np.asarray(ids, dtype=np.uint16))
+            return len(ids)
+
+        benchmark.extra_info["tokens"] = benchmark.pedantic(run, rounds=1, iterations=1)
+    assert np.load(out, mmap_mode="r").shape == (benchmark.extra_info["tokens"],)

@@ -18,7 +18,8 @@ EOT = "<|endoftext|>"
 VOCAB = 10_000
 
 pytestmark = pytest.mark.skipif(
-    not has_shared_data("corpus", "gutenberg_train.txt"), reason="needs ../shared/data/corpus/gutenberg_train.txt"
+    not has_shared_data("corpus", "gutenberg_train.txt"),
+    reason="needs ../shared/data/corpus/gutenberg_train.txt",
 )
 
 
@@ -35,10 +36,14 @@ def _train_lmfs(path: Path) -> dict:
     from lmfs.tokenizer.train import TrainStats, train_bpe
 
     stats = TrainStats()
-    vocab, merges = train_bpe(path, VOCAB, [EOT], stats=stats)
+    vocab, _merges = train_bpe(path, VOCAB, [EOT], stats=stats)
     assert len(vocab) == VOCAB
-    return {"pretokenize_s": stats.pretokenize_s, "merge_s": stats.merge_s,
-            "peak_rss_mb": stats.peak_rss_mb, "peak_worker_rss_mb": stats.peak_worker_rss_mb}
+    return {
+        "pretokenize_s": stats.pretokenize_s,
+        "merge_s": stats.merge_s,
+        "peak_rss_mb": stats.peak_rss_mb,
+        "peak_worker_rss_mb": stats.peak_worker_rss_mb,
+    }
 
 
 def _train_hf(path: Path) -> None:
@@ -47,33 +52,45 @@ def _train_hf(path: Path) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=[EOT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=VOCAB,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train([str(path)], trainer)
     assert tok.get_vocab_size() == VOCAB
 
 
-def _run(benchmark, impl: str, path: Path, group: str, rounds: int) -> None:  # noqa: ANN001
+def _run(benchmark, impl: str, path: Path, group: str, rounds: int) -> None:
     pytest.importorskip("tokenizers")
     benchmark.group = group
     benchmark.extra_info.update(impl=impl, bytes=path.stat().st_size)
     if impl == "lmfs":
         info: dict = {}
-        benchmark.pedantic(lambda: info.update(_train_lmfs(path)), rounds=rounds, iterations=1, warmup_rounds=0)
+        benchmark.pedantic(
+            lambda: info.update(_train_lmfs(path)), rounds=rounds, iterations=1, warmup_rounds=0
+        )
         benchmark.extra_info.update({k: round(v, 3) for k, v in info.items()})
         assert info["peak_rss_mb"] < 2048 and info["peak_worker_rss_mb"] < 2048
     else:
         benchmark.pedantic(lambda: _train_hf(path), rounds=rounds, iterations=1, warmup_rounds=0)
-        benchmark.extra_info["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        benchmark.extra_info["peak_rss_mb"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        )
 
 
 @pytest.mark.parametrize("impl", ["lmfs", "hf-tokenizers"])
-def test_train_bpe_10mb(benchmark, impl: str, corpus_10mb: Path) -> None:  # noqa: ANN001
+def test_train_bpe_10mb(benchmark, impl: str, corpus_10mb: Path) -> None:
     _run(benchmark, impl, corpus_10mb, "tokenizer-train-10MB-vocab10k", rounds=2)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("impl", ["lmfs", "hf-tokenizers"])
-def test_train_bpe_100mb(benchmark, impl: str) -> None:  # noqa: ANN001
-    _run(benchmark, impl, shared_data("corpus", "gutenberg_train.txt"), "tokenizer-train-100MB-vocab10k", rounds=1)
+def test_train_bpe_100mb(benchmark, impl: str) -> None:
+    _run(
+        benchmark,
+        impl,
+        shared_data("corpus", "gutenberg_train.txt"),
+        "tokenizer-train-100MB-vocab10k",
+        rounds=1,
+    )

@@ -12,14 +12,18 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         description="Continue a prompt with a model trained by `lmfs train`. The tokenizer is the one the run "
         "recorded (config key `tokenizer`) unless --tokenizer is given.",
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses its newest checkpoint)")
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint file, or a run folder (uses its newest checkpoint)"
+    )
     p.add_argument("--prompt", default="", help="text to continue (empty: start a new document)")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass, in (0, 1]")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (vocab.json, merges.txt) overriding the run's")
+    p.add_argument(
+        "--tokenizer", default=None, help="tokenizer folder (vocab.json, merges.txt) overriding the run's"
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_run)
 
@@ -48,8 +52,17 @@ def _run(args: argparse.Namespace) -> int:
                 emit(f"\n--- sample {i + 1} ---\n")
             emit(args.prompt)
             seed = None if args.seed is None else args.seed + i
-            generate_text(model, tokenizer, args.prompt, args.max_new_tokens, temperature=args.temperature,
-                          top_p=args.top_p, seed=seed, on_text=emit, device=args.device)
+            generate_text(
+                model,
+                tokenizer,
+                args.prompt,
+                args.max_new_tokens,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                seed=seed,
+                on_text=emit,
+                device=args.device,
+            )
             emit("\n")
     except ValueError as exc:
         print(f"\nlmfs generate: {exc}", file=sys.stderr)

@@ -22,10 +22,14 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
         found = latest_checkpoint(folder)
         if found is not None:
             return found
-    raise FileNotFoundError(f"no checkpoint at {p}: pass a checkpoint file or a run folder with checkpoints/ckpt_*.pt")
+    raise FileNotFoundError(
+        f"no checkpoint at {p}: pass a checkpoint file or a run folder with checkpoints/ckpt_*.pt"
+    )
 
 
-def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_model(
+    checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the TransformerLM a training run saved and load its weights.
 
     Returns ``(model in eval mode, the run's config dict)``.
@@ -38,7 +42,9 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
     payload = read_checkpoint(path, map_location=device)
     cfg = payload.get("config")
     if not cfg:
-        raise CheckpointError(f"{path} has no run config (was it written by `lmfs train`?); cannot rebuild the model")
+        raise CheckpointError(
+            f"{path} has no run config (was it written by `lmfs train`?); cannot rebuild the model"
+        )
     model = TransformerLM(TransformerConfig(**{k: cfg[k] for k in MODEL_FIELDS if k in cfg}), device=device)
     model.load_state_dict(payload["model"])
     model.eval()

@@ -24,7 +24,9 @@ def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return kept / kept.sum(dim=-1, keepdim=True)
 
 
-def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+def next_token_distribution(
+    logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0
+) -> torch.Tensor:
     """The sampling distribution (..., V) for logits (..., V): softmax(logits / temperature), top-p filtered.
 
     ``temperature == 0`` is greedy: a one-hot on the argmax.
@@ -42,7 +44,10 @@ def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_
 
 
 def sample_next_token(
-    logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Draw one token id per row: logits (B, V) -> (B,) long."""
     probs = next_token_distribution(logits, temperature, top_p)

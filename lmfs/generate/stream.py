@@ -17,7 +17,11 @@ class TextStreamer:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         vocab = getattr(tokenizer, "vocab", None)
-        self._vocab = vocab if isinstance(vocab, dict) and vocab and isinstance(next(iter(vocab.values())), bytes) else None
+        self._vocab = (
+            vocab
+            if isinstance(vocab, dict) and vocab and isinstance(next(iter(vocab.values())), bytes)
+            else None
+        )
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._ids: list[int] = []
         self._emitted = 0

@@ -31,7 +31,9 @@ def generate_text(
     ids = tokenizer.encode(prompt) if prompt else []
     if not ids:
         if eos is None:
-            raise ValueError("empty prompt and the tokenizer has no <|endoftext|> to start from; give a prompt")
+            raise ValueError(
+                "empty prompt and the tokenizer has no <|endoftext|> to start from; give a prompt"
+            )
         ids = [eos]
     vocab = model.config.vocab_size
     if max(ids) >= vocab:
@@ -43,8 +45,17 @@ def generate_text(
     context = model.config.context_length
     streamer = TextStreamer(tokenizer)
     pieces: list[str] = []
-    for tid in generate_tokens(model, ids, max_new_tokens, context_length=context, temperature=temperature,
-                               top_p=top_p, eos_id=eos, generator=generator, device=device):
+    for tid in generate_tokens(
+        model,
+        ids,
+        max_new_tokens,
+        context_length=context,
+        temperature=temperature,
+        top_p=top_p,
+        eos_id=eos,
+        generator=generator,
+        device=device,
+    ):
         piece = streamer.push(tid)
         if piece:
             pieces.append(piece)

@@ -221,6 +221,7 @@ def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int) 
         pos = 0
         started_at = None
         last_event = time.monotonic()
+        polls = 0  # RSS is sampled every 4th poll (0.2 s): RLIMIT_DATA does the fine-grained work
         while True:
             rc = proc.poll()
             if log.exists():
@@ -247,7 +248,7 @@ def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int) 
             elif time.monotonic() - last_event > hard_timeout + 120:
                 child.killed_for = "stalled"  # silent outside any test (collection, fixture teardown)
                 _kill_group(proc)
-            elif rss_cap and _tree_rss(proc.pid) > rss_cap:
+            elif rss_cap and (polls := polls + 1) % 4 == 0 and _tree_rss(proc.pid) > rss_cap:
                 child.killed_for = "memory"
                 _kill_group(proc)
             time.sleep(0.05)
@@ -273,7 +274,7 @@ def _death_record(child: _Child, opts: GradeOptions) -> dict[str, Any]:
         why = f"the test process was killed by {sig}" + (" (likely the OOM killer)" if sig == "SIGKILL" else "")
     else:
         outcome, why = "crashed", f"the test process exited with code {rc} in the middle of the test"
-    context = crash_context(tail)
+    context = "" if outcome == "timeout" else crash_context(tail)  # a timeout's stack dump says little
     message = why + (" | " + context if context else "")
     return {
         "event": "report", "nodeid": cur.get("nodeid"), "when": "call", "unit": cur.get("unit", "other"),

@@ -39,7 +39,7 @@ def commit_stem(commit: str, dirty: bool) -> str:
 def _commit_from_doc(doc: dict[str, Any]) -> str | None:
     info = doc.get("commit_info") or {}
     cid = info.get("id")
-    if not cid or info.get("error"):
+    if not cid or info.get("error") or cid == "unversioned":  # pytest-benchmark's id outside git
         return None
     return commit_stem(str(cid), bool(info.get("dirty")))
 

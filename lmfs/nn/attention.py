@@ -42,14 +42,18 @@ class MultiHeadSelfAttention(nn.Module):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if d_model % num_heads:
-            raise ValueError(f"MultiHeadSelfAttention: d_model {d_model} is not divisible by num_heads {num_heads}")
+            raise ValueError(
+                f"MultiHeadSelfAttention: d_model {d_model} is not divisible by num_heads {num_heads}"
+            )
         if num_heads % num_kv_heads:
             raise ValueError(
                 f"MultiHeadSelfAttention: num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"
             )
         self.d_model, self.num_heads, self.num_kv_heads = d_model, num_heads, num_kv_heads
         self.d_head = d_model // num_heads
-        self.qkv_proj = Linear(d_model, (num_heads + 2 * num_kv_heads) * self.d_head, device=device, dtype=dtype)
+        self.qkv_proj = Linear(
+            d_model, (num_heads + 2 * num_kv_heads) * self.d_head, device=device, dtype=dtype
+        )
         self.output_proj = Linear(num_heads * self.d_head, d_model, device=device, dtype=dtype)
         self.rope = rope
         self.attention_fn: AttentionFn = attention_fn or causal_attention

@@ -64,12 +64,18 @@ class TransformerConfig:
                 f"num_heads ({self.num_heads})"
             )
         if self.position == "rope" and self.d_head % 2:
-            raise ValueError(f"TransformerConfig: RoPE needs an even head dim, got d_model/num_heads = {self.d_head}")
+            raise ValueError(
+                f"TransformerConfig: RoPE needs an even head dim, got d_model/num_heads = {self.d_head}"
+            )
         for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("ffn", FFNS)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"TransformerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"TransformerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
         if self.rope_theta <= 0 or self.eps <= 0:
-            raise ValueError(f"TransformerConfig: rope_theta and eps must be positive ({self.rope_theta}, {self.eps})")
+            raise ValueError(
+                f"TransformerConfig: rope_theta and eps must be positive ({self.rope_theta}, {self.eps})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

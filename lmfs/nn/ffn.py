@@ -24,7 +24,11 @@ class SwiGLU(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, d_ff: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self,
+        d_model: int,
+        d_ff: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
@@ -42,7 +46,11 @@ class SiLUFFN(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, d_ff: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self,
+        d_model: int,
+        d_ff: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)

@@ -49,7 +49,9 @@ def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor |
     return torch.matmul(softmax(scores, dim=-1), V)
 
 
-def causal_mask(n_queries: int, n_keys: int | None = None, device: torch.device | str | None = None) -> Tensor:
+def causal_mask(
+    n_queries: int, n_keys: int | None = None, device: torch.device | str | None = None
+) -> Tensor:
     """Boolean lower-triangular mask (n_queries, n_keys): query i attends keys ``j ≤ i + (n_keys - n_queries)``.
 
     With ``n_keys > n_queries`` (queries are the last positions of the sequence) the diagonal is shifted.

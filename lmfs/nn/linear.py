@@ -17,7 +17,11 @@ class Linear(nn.Module):
     """
 
     def __init__(
-        self, d_in: int, d_out: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self,
+        d_in: int,
+        d_out: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.d_in, self.d_out = d_in, d_out

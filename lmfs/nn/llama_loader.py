@@ -95,7 +95,9 @@ def config_from_gguf(ckpt: GGUFCheckpoint, context_length: int | None = None) ->
     d_model, n_heads = int(g("embedding_length")), int(g("attention.head_count"))
     rope_dim = md.get("llama.rope.dimension_count", d_model // n_heads)
     if rope_dim != d_model // n_heads:
-        raise ValueError(f"{ckpt.path}: partial rotary ({rope_dim} of {d_model // n_heads} dims) is not supported")
+        raise ValueError(
+            f"{ckpt.path}: partial rotary ({rope_dim} of {d_model // n_heads} dims) is not supported"
+        )
     return TransformerConfig(
         vocab_size=int(n_vocab),
         context_length=int(context_length or g("context_length")),
@@ -113,11 +115,16 @@ def config_from_gguf(ckpt: GGUFCheckpoint, context_length: int | None = None) ->
 def gguf_to_lmfs_state_dict(tensors: dict[str, np.ndarray], num_layers: int, tied: bool) -> dict[str, Tensor]:
     """Rename (and fuse Q/K/V of) GGUF Llama tensors into an lmfs TransformerLM state dict."""
     t = lambda name: torch.from_numpy(tensors[name])
-    sd: dict[str, Tensor] = {"token_embeddings.weight": t("token_embd.weight"), "ln_final.weight": t("output_norm.weight")}
+    sd: dict[str, Tensor] = {
+        "token_embeddings.weight": t("token_embd.weight"),
+        "ln_final.weight": t("output_norm.weight"),
+    }
     sd["lm_head.weight"] = sd["token_embeddings.weight"] if tied else t("output.weight")
     for i in range(num_layers):
         b, p = f"blk.{i}.", f"layers.{i}."
-        sd[p + "attn.qkv_proj.weight"] = torch.cat([t(b + "attn_q.weight"), t(b + "attn_k.weight"), t(b + "attn_v.weight")])
+        sd[p + "attn.qkv_proj.weight"] = torch.cat(
+            [t(b + "attn_q.weight"), t(b + "attn_k.weight"), t(b + "attn_v.weight")]
+        )
         sd[p + "attn.output_proj.weight"] = t(b + "attn_output.weight")
         sd[p + "ln1.weight"] = t(b + "attn_norm.weight")
         sd[p + "ln2.weight"] = t(b + "ffn_norm.weight")
@@ -146,7 +153,9 @@ def load_llama_gguf(
     model = model.to_empty(device=device or "cpu")
     if config.tie_embeddings:
         model.lm_head.weight = model.token_embeddings.weight
-    if config.position == "rope":  # buffers are not in the state dict: rebuild the RoPE tables on the real device
+    if (
+        config.position == "rope"
+    ):  # buffers are not in the state dict: rebuild the RoPE tables on the real device
         from lmfs.nn.rope import RotaryEmbedding
 
         rope = RotaryEmbedding(config.rope_theta, config.d_head, config.context_length, device=device)
@@ -169,7 +178,9 @@ def hf_to_interleaved_rows(w: Tensor, n_heads: int) -> Tensor:
     return w.reshape(n_heads, 2, rows // n_heads // 2, d_in).transpose(1, 2).reshape(rows, d_in)
 
 
-def gguf_tokenizer_data(ckpt: GGUFCheckpoint) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str]]:
+def gguf_tokenizer_data(
+    ckpt: GGUFCheckpoint,
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str]]:
     """(vocab id → bytes, merges as byte pairs, special tokens) of a GGUF ``gpt2`` (byte-level BPE) tokenizer.
 
     GGUF stores GPT-2's printable-unicode stand-ins for bytes; they are mapped back to raw bytes here.
@@ -201,7 +212,11 @@ def gguf_tokenizer_data(ckpt: GGUFCheckpoint) -> tuple[dict[int, bytes], list[tu
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte → printable character table."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -224,8 +239,10 @@ def to_hf_llama_state_dict(state_dict: dict[str, Tensor], config: TransformerCon
     Splits the fused QKV and permutes Wq/Wk rows to HF's half-split rotary layout.
     """
     if (config.norm, config.position, config.ffn) != ("pre", "rope", "swiglu"):
-        raise ValueError(f"only pre-norm/RoPE/SwiGLU models are Llama-shaped; this one is {config.norm}/"
-                         f"{config.position}/{config.ffn}")
+        raise ValueError(
+            f"only pre-norm/RoPE/SwiGLU models are Llama-shaped; this one is {config.norm}/"
+            f"{config.position}/{config.ffn}"
+        )
     h, kv, d = config.num_heads, config.kv_heads, config.d_head
     out = {
         "model.embed_tokens.weight": state_dict["token_embeddings.weight"],

@@ -14,7 +14,9 @@ class RotaryEmbedding(nn.Module):
     0..seq-1) -> (..., seq, d_k) in x's dtype.
     """
 
-    def __init__(self, theta: float, d_k: int, max_seq_len: int, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, theta: float, d_k: int, max_seq_len: int, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         if d_k % 2:
             raise ValueError(f"RotaryEmbedding: d_k must be even to form pairs, got {d_k}")

@@ -22,7 +22,9 @@ def fuse_qkv(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
             try:
                 parts = [state_dict[prefix + name] for name in (_Q, _K, _V)]
             except KeyError as exc:
-                raise KeyError(f"state dict has {key!r} but not {exc.args[0]!r}; q, k and v projections go together") from None
+                raise KeyError(
+                    f"state dict has {key!r} but not {exc.args[0]!r}; q, k and v projections go together"
+                ) from None
             out[prefix + _QKV] = torch.cat(parts, dim=0)
         elif key.endswith((_K, _V)):
             continue
@@ -31,7 +33,9 @@ def fuse_qkv(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def split_qkv(state_dict: Mapping[str, Tensor], num_heads: int, num_kv_heads: int | None = None) -> dict[str, Tensor]:
+def split_qkv(
+    state_dict: Mapping[str, Tensor], num_heads: int, num_kv_heads: int | None = None
+) -> dict[str, Tensor]:
     """The inverse of :func:`fuse_qkv`: export a model's state dict with CS336's separate q/k/v keys."""
     num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
     out: dict[str, Tensor] = {}

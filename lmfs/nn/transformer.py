@@ -41,8 +41,13 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.norm = config.norm
         self.attn = MultiHeadSelfAttention(
-            config.d_model, config.num_heads, config.num_kv_heads, rope=rope, attention_fn=attention_fn,
-            device=device, dtype=dtype,
+            config.d_model,
+            config.num_heads,
+            config.num_kv_heads,
+            rope=rope,
+            attention_fn=attention_fn,
+            device=device,
+            dtype=dtype,
         )
         ffn_cls = SwiGLU if config.ffn == "swiglu" else SiLUFFN
         self.ffn = ffn_cls(config.d_model, config.d_ff, device=device, dtype=dtype)

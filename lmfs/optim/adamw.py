@@ -39,7 +39,9 @@ class AdamW(torch.optim.Optimizer):
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"AdamW: betas must lie in [0, 1), got {betas}")
         if eps < 0 or weight_decay < 0:
-            raise ValueError(f"AdamW: eps and weight_decay must be ≥ 0, got eps={eps}, weight_decay={weight_decay}")
+            raise ValueError(
+                f"AdamW: eps and weight_decay must be ≥ 0, got eps={eps}, weight_decay={weight_decay}"
+            )
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach)
         super().__init__(params, defaults)
 

@@ -17,6 +17,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--attention", choices=ATTENTION, default="default",
                    help="attention kernel: lmfs.nn's own (default), naive, FlashAttention pytorch or triton")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def register(groups: dict[str, Any]) -> None:
@@ -54,6 +55,13 @@ def register(groups: dict[str, Any]) -> None:
     prof.set_defaults(func=_profile)
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _bench_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -61,6 +69,7 @@ def _bench_model(args: argparse.Namespace) -> int:
     from lmfs.profile.io import append_jsonl_atomic
     from lmfs.profile.model_bench import bench_grid, format_records
 
+    _set_threads(args.threads)
     compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     records = bench_grid(
         [args.size], [args.context], args.mode, args.dtype, compiles, device=args.device, attention=args.attention,
@@ -91,6 +100,7 @@ def _profile(args: argparse.Namespace) -> int:
     from lmfs.profile.sizes import parse_size
     from lmfs.profile.workload import build_workload
 
+    _set_threads(args.threads)
     name, size = parse_size(args.size)
     dev = torch.device(args.device)
     tag = args.tag or (f"{name}-ctx{args.context}-{args.mode}-{args.dtype}-{args.attention}-{dev.type}"

@@ -29,7 +29,9 @@ def register(groups: dict[str, Any]) -> None:
     t.add_argument("--vocab-size", type=int, required=True, help="total vocab: 256 bytes + specials + merges")
     t.add_argument("--special-token", action="append", default=[], help="special token (repeatable)")
     t.add_argument("--out", required=True, help="folder for vocab.json, merges.txt, tokenizer.json")
-    t.add_argument("--workers", type=int, default=None, help="pre-tokenization processes (default: all cores)")
+    t.add_argument(
+        "--workers", type=int, default=None, help="pre-tokenization processes (default: all cores)"
+    )
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
 
@@ -63,7 +65,7 @@ def _tokenizer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpt2", action="store_true", help="use OpenAI's GPT-2 tokenizer (shared data files)")
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202
+def _load(args: argparse.Namespace):
     from lmfs.tokenizer.formats import load_gpt2, load_tokenizer
 
     if args.gpt2:
@@ -85,8 +87,12 @@ def _train(args: argparse.Namespace) -> int:
 
     stats = TrainStats()
     vocab, merges = train_bpe(
-        args.corpus, args.vocab_size, args.special_token, num_workers=args.workers,
-        progress=not args.no_progress, stats=stats,
+        args.corpus,
+        args.vocab_size,
+        args.special_token,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+        stats=stats,
     )
     info = {
         "corpus": str(args.corpus),
@@ -114,12 +120,18 @@ def _encode(args: argparse.Namespace) -> int:
     from lmfs.tokenizer.formats import atomic_write
 
     tok = _load(args)
-    st = encode_file(tok, args.input, args.out, num_workers=args.workers, dtype=args.dtype,
-                     progress=not args.no_progress)
+    st = encode_file(
+        tok, args.input, args.out, num_workers=args.workers, dtype=args.dtype, progress=not args.no_progress
+    )
     info = {
-        "input": str(args.input), "out": str(args.out), "bytes": st.bytes, "tokens": st.tokens,
-        "bytes_per_token": round(st.bytes_per_token, 4), "seconds": round(st.seconds, 3),
-        "mb_per_s": round(st.mb_per_s, 2), "dtype": st.dtype,
+        "input": str(args.input),
+        "out": str(args.out),
+        "bytes": st.bytes,
+        "tokens": st.tokens,
+        "bytes_per_token": round(st.bytes_per_token, 4),
+        "seconds": round(st.seconds, 3),
+        "mb_per_s": round(st.mb_per_s, 2),
+        "dtype": st.dtype,
     }
     atomic_write(Path(str(args.out) + ".json"), json.dumps(info, indent=2) + "\n")
     print(
@@ -161,7 +173,11 @@ def _compress(args: argparse.Namespace) -> int:
     result = {"input": str(args.input), "bytes": n_bytes, "tokenizers": {}}
     for name, tok in rows.items():
         n = len(tok.encode(text))
-        result["tokenizers"][name] = {"vocab_size": len(tok), "tokens": n, "bytes_per_token": round(n_bytes / n, 4)}
+        result["tokenizers"][name] = {
+            "vocab_size": len(tok),
+            "tokens": n,
+            "bytes_per_token": round(n_bytes / n, 4),
+        }
         print(f"{name:>24}: vocab {len(tok):>6,}  {n:>10,} tokens  {n_bytes / n:.3f} bytes/token")
     if args.json:
         atomic_write(Path(args.json), json.dumps(result, indent=2) + "\n")

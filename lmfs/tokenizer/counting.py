@@ -6,6 +6,7 @@ table of distinct pre-tokens, never by the file size.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 from collections import Counter
@@ -67,7 +68,7 @@ def count_pretokens(
     workers = num_workers or available_cores()
     with open(path, "rb") as f:
         bounds = chunk_boundaries(f, chunk_bytes, special_tokens)
-    jobs = [(path, s, e, tuple(special_tokens), pattern) for s, e in zip(bounds, bounds[1:]) if e > s]
+    jobs = [(path, s, e, tuple(special_tokens), pattern) for s, e in itertools.pairwise(bounds) if e > s]
     total: Counter[str] = Counter()
     bar = _bar(progress, bounds[-1], "pre-tokenize")
     if workers == 1 or len(jobs) <= 1:
@@ -77,7 +78,7 @@ def count_pretokens(
         pool = mp.get_context("fork").Pool(min(workers, len(jobs)))
         results = pool.imap_unordered(_count_chunk, jobs)
     try:
-        for (_, s, e, *_rest), counts in zip(jobs, results):
+        for (_, s, e, *_rest), counts in zip(jobs, results, strict=False):
             total.update(counts)
             if bar is not None:
                 bar.update(e - s)  # unordered: sizes are close enough for a progress bar
@@ -90,7 +91,7 @@ def count_pretokens(
     return total
 
 
-def _bar(enabled: bool, total: int, desc: str):  # noqa: ANN202 - tqdm or None
+def _bar(enabled: bool, total: int, desc: str):
     if not enabled:
         return None
     from tqdm import tqdm

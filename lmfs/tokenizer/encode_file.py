@@ -8,10 +8,12 @@ Documents separated by ``<|endoftext|>`` in the text get that token's id between
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import tempfile
 import time
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def encode_file(
         raise ValueError(f"dtype {dtype} cannot hold token id {max(tokenizer.vocab)}; use uint32")
     with open(input_path, "rb") as f:
         bounds = chunk_boundaries(f, chunk_bytes, tokenizer.special_tokens)
-    jobs = [(input_path, s, e, dtype) for s, e in zip(bounds, bounds[1:]) if e > s]
+    jobs = [(input_path, s, e, dtype) for s, e in itertools.pairwise(bounds) if e > s]
     workers = num_workers or available_cores()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, raw_path = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".raw")
@@ -79,18 +81,22 @@ def encode_file(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=bounds[-1], unit="B", unit_scale=True, desc=f"encode {Path(input_path).name}", leave=False)
+        bar = tqdm(
+            total=bounds[-1], unit="B", unit_scale=True, desc=f"encode {Path(input_path).name}", leave=False
+        )
     pool = None
     n_tokens = 0
     try:
         _WORKER_TOKENIZER = tokenizer
         if workers > 1 and len(jobs) > 1:
-            pool = mp.get_context("fork").Pool(min(workers, len(jobs)))
-            results = pool.imap(_encode_chunk, jobs, chunksize=1)
+            # encode the first chunk here before forking: the workers inherit its warm pre-token caches
+            first = _encode_chunk(jobs[0])
+            pool = mp.get_context("fork").Pool(min(workers, len(jobs) - 1))
+            results = chain([first], pool.imap(_encode_chunk, jobs[1:], chunksize=1))
         else:
             results = map(_encode_chunk, jobs)
         with os.fdopen(fd, "wb") as raw:
-            for (_, s, e, _), arr in zip(jobs, results):
+            for (_, s, e, _), arr in zip(jobs, results, strict=False):
                 raw.write(arr.tobytes())
                 n_tokens += len(arr)
                 if bar is not None:

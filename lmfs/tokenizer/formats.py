@@ -101,7 +101,12 @@ def save_tokenizer(
     lines = ["#version: 0.2"] + [f"{token_to_str(a)} {token_to_str(b)}" for a, b in merges]
     atomic_write(out / "vocab.json", json.dumps(vocab_json, ensure_ascii=False, indent=0) + "\n")
     atomic_write(out / "merges.txt", "\n".join(lines) + "\n")
-    info = {"format": "lmfs-bpe/1", "special_tokens": list(special_tokens), "pattern": pattern, **(meta or {})}
+    info = {
+        "format": "lmfs-bpe/1",
+        "special_tokens": list(special_tokens),
+        "pattern": pattern,
+        **(meta or {}),
+    }
     atomic_write(out / "tokenizer.json", json.dumps(info, ensure_ascii=False, indent=2) + "\n")
     return out
 
@@ -112,13 +117,17 @@ def load_vocab(path: str | os.PathLike) -> Vocab:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
     except json.JSONDecodeError as exc:
-        raise TokenizerFileError(path, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+        raise TokenizerFileError(
+            path, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})"
+        ) from None
     if not isinstance(raw, dict):
         raise TokenizerFileError(path, None, "expected a JSON object mapping token strings to integer ids")
     vocab: Vocab = {}
     for text, i in raw.items():
         if not isinstance(i, int) or i < 0:
-            raise TokenizerFileError(path, None, f"token {text!r} has id {i!r}; ids must be non-negative integers")
+            raise TokenizerFileError(
+                path, None, f"token {text!r} has id {i!r}; ids must be non-negative integers"
+            )
         if i in vocab:
             raise TokenizerFileError(path, None, f"id {i} is used twice ({vocab[i]!r} and {text!r})")
         vocab[i] = str_to_token(text, path)
@@ -147,7 +156,9 @@ def load_tokenizer(tok_dir: str | os.PathLike, special_tokens: Sequence[str] | N
     d = Path(tok_dir)
     for name in ("vocab.json", "merges.txt"):
         if not (d / name).is_file():
-            raise FileNotFoundError(f"{d / name} not found: pass the folder written by `lmfs tokenizer train`")
+            raise FileNotFoundError(
+                f"{d / name} not found: pass the folder written by `lmfs tokenizer train`"
+            )
     info: dict = {}
     if (d / "tokenizer.json").is_file():
         try:
@@ -156,7 +167,10 @@ def load_tokenizer(tok_dir: str | os.PathLike, special_tokens: Sequence[str] | N
             raise TokenizerFileError(d / "tokenizer.json", exc.lineno, f"not valid JSON: {exc.msg}") from None
     specials = list(special_tokens) if special_tokens is not None else info.get("special_tokens", [])
     return Tokenizer(
-        load_vocab(d / "vocab.json"), load_merges(d / "merges.txt"), specials, info.get("pattern", GPT2_PATTERN)
+        load_vocab(d / "vocab.json"),
+        load_merges(d / "merges.txt"),
+        specials,
+        info.get("pattern", GPT2_PATTERN),
     )
 
 
@@ -217,7 +231,9 @@ def merges_from_ranks(ranks: dict[bytes, int], path: str | os.PathLike = "<ranks
             continue
         parts = _bpe_parts(token, ranks, rank)
         if len(parts) != 2:
-            raise TokenizerFileError(path, None, f"token {token!r} (rank {rank}) cannot be built from lower ranks")
+            raise TokenizerFileError(
+                path, None, f"token {token!r} (rank {rank}) cannot be built from lower ranks"
+            )
         merges.append((parts[0], parts[1]))
     return merges
 
@@ -242,7 +258,9 @@ def load_tiktoken(
     """A tokenizer from a tiktoken rank file; ``encoding`` picks the regex and special tokens
     (``gpt2``/``r50k_base``: GPT-2's regex; ``cl100k_base``: its own regex)."""
     if encoding not in TIKTOKEN_ENCODINGS:
-        raise ValueError(f"unknown tiktoken encoding {encoding!r}; choose one of {sorted(TIKTOKEN_ENCODINGS)}")
+        raise ValueError(
+            f"unknown tiktoken encoding {encoding!r}; choose one of {sorted(TIKTOKEN_ENCODINGS)}"
+        )
     pattern, default_specials = TIKTOKEN_ENCODINGS[encoding]
     specials = default_specials if special_tokens is None else special_tokens
     ranks = load_tiktoken_ranks(path)

@@ -23,22 +23,39 @@ def section(reports_dir: Path) -> Section | None:
     import pandas as pd
 
     rows = [
-        {"tokenizer": name, "vocab size": v["vocab_size"], "tokens": v["tokens"],
-         "bytes / token": v["bytes_per_token"]}
+        {
+            "tokenizer": name,
+            "vocab size": v["vocab_size"],
+            "tokens": v["tokens"],
+            "bytes / token": v["bytes_per_token"],
+        }
         for name, v in comp.items()
     ]
     steps = [
-        {"step": "train (vocab 10,000)", "seconds": train.get("total_s"),
-         "detail": f"pre-tokenize {train.get('pretokenize_s')} s, merges {train.get('merge_s')} s; "
-                   f"peak RSS {train.get('peak_rss_mb')} MB (largest worker {train.get('peak_worker_rss_mb')} MB)"},
+        {
+            "step": "train (vocab 10,000)",
+            "seconds": train.get("total_s"),
+            "detail": f"pre-tokenize {train.get('pretokenize_s')} s, merges {train.get('merge_s')} s; "
+            f"peak RSS {train.get('peak_rss_mb')} MB (largest worker {train.get('peak_worker_rss_mb')} MB)",
+        },
     ]
-    for key, label in (("encode_train", "encode gutenberg_train.txt"), ("encode_valid", "encode gutenberg_valid.txt")):
+    for key, label in (
+        ("encode_train", "encode gutenberg_train.txt"),
+        ("encode_valid", "encode gutenberg_valid.txt"),
+    ):
         e = data.get(key)
         if e:
-            steps.append({"step": label, "seconds": e.get("seconds"),
-                          "detail": f"{e.get('tokens'):,} tokens, {e.get('mb_per_s')} MB/s, {e.get('dtype')}"})
+            steps.append(
+                {
+                    "step": label,
+                    "seconds": e.get("seconds"),
+                    "detail": f"{e.get('tokens'):,} tokens, {e.get('mb_per_s')} MB/s, {e.get('dtype')}",
+                }
+            )
     body = (
-        note("Compression on the Gutenberg validation split (higher bytes/token = fewer tokens for the same text).")
+        note(
+            "Compression on the Gutenberg validation split (higher bytes/token = fewer tokens for the same text)."
+        )
         + table_html(pd.DataFrame(rows))
         + note(f"Building the walkthrough artifacts on {data.get('machine', 'this machine')}:")
         + table_html(pd.DataFrame(steps))

@@ -13,14 +13,22 @@ Decoding replaces malformed UTF-8 (ids that split a character) with U+FFFD.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain
+from itertools import chain, pairwise
 
-from lmfs.tokenizer.pretokenize import GPT2_PATTERN, compile_pattern, special_regex, split_on_specials
+from lmfs.tokenizer.pretokenize import (
+    GPT2_PATTERN,
+    coarse_pattern,
+    compile_pattern,
+    special_regex,
+    split_on_specials,
+)
 
 #: beyond this many cached pre-tokens the cache is cleared (memory stays bounded on endless streams)
 CACHE_LIMIT = 500_000
 #: ``encode_iterable`` processes buffered text in pieces of about this many characters
 STREAM_PIECE = 1 << 16
+_INF = 1 << 62
+_NO_MERGE = (_INF, -1)
 
 
 class Tokenizer:
@@ -48,7 +56,9 @@ class Tokenizer:
             raise ValueError("vocab maps two ids to the same bytes; each token must appear once")
         missing = [bytes([x]) for x in range(256) if bytes([x]) not in self.token_to_id]
         if missing:
-            raise ValueError(f"vocab lacks single-byte tokens {missing[:5]}...; a byte-level vocab needs all 256")
+            raise ValueError(
+                f"vocab lacks single-byte tokens {missing[:5]}...; a byte-level vocab needs all 256"
+            )
         self.special_tokens: list[str] = list(dict.fromkeys(special_tokens or []))
         self.special_to_id: dict[str, int] = {}
         for s in self.special_tokens:
@@ -75,7 +85,9 @@ class Tokenizer:
         self._id_bytes: list[bytes] = [b""] * (max(self.vocab) + 1)
         for i, b in self.vocab.items():
             self._id_bytes[i] = b
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, list[int]] = {}  # pre-token -> ids
+        self._coarse = coarse_pattern(pattern)
+        self._piece_cache: dict[str, list[int]] = {}  # coarse piece (e.g. " word,") -> ids
         # ids of the 256 single bytes (GPT-2's files do not give byte x the id x)
         byte_ids = [self.token_to_id[bytes([x])] for x in range(256)]
         self._byte_ids: list[int] | None = None if byte_ids == list(range(256)) else byte_ids
@@ -86,36 +98,33 @@ class Tokenizer:
         return len(self.vocab)
 
     def _bpe(self, piece: str) -> list[int]:
-        """Ids of one pre-token: repeatedly merge the lowest-rank adjacent pair."""
+        """Ids of one pre-token: repeatedly merge the adjacent pair of lowest rank (leftmost on ties).
+
+        ``pair_ranks[i]`` is the rank of ``(ids[i], ids[i + 1])``; after a merge only its two neighbours change.
+        Merging one occurrence at a time equals merging all occurrences of the pair: a pair that contains the new
+        token always ranks after the merge that made it, so the next occurrence is the next minimum.
+        """
         try:
             data = piece.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates
             data = piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
-        ids = list(data)  # ids 0-255 may not be the byte values in a loaded vocab: map them
-        if self._byte_ids is not None:
-            ids = [self._byte_ids[x] for x in ids]
-        ranks = self.ranks
-        while len(ids) > 1:
-            best = None
-            for i in range(len(ids) - 1):
-                r = ranks.get((ids[i], ids[i + 1]))
-                if r is not None and (best is None or r[0] < best[0]):
-                    best = r
-                    pair = (ids[i], ids[i + 1])
-            if best is None:
+        ids = list(data) if self._byte_ids is None else [self._byte_ids[x] for x in data]
+        if len(ids) < 2:
+            return ids
+        get = self.ranks.get
+        none = _NO_MERGE
+        pair_ranks = [get(pair, none)[0] for pair in pairwise(ids)]
+        while pair_ranks:
+            best = min(pair_ranks)
+            if best == _INF:
                 break
-            merged = best[1]
-            out: list[int] = []
-            i = 0
-            n = len(ids)
-            while i < n:
-                if i + 1 < n and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(ids[i])
-                    i += 1
-            ids = out
+            i = pair_ranks.index(best)
+            ids[i : i + 2] = [get((ids[i], ids[i + 1]))[1]]
+            del pair_ranks[i]
+            if i > 0:
+                pair_ranks[i - 1] = get((ids[i - 1], ids[i]), none)[0]
+            if i < len(pair_ranks):
+                pair_ranks[i] = get((ids[i], ids[i + 1]), none)[0]
         return ids
 
     def _encode_pretokens(self, pretokens: list[str]) -> list[int]:
@@ -133,16 +142,37 @@ class Tokenizer:
                     parts[j] = ids
         return list(chain.from_iterable(parts))
 
+    def _encode_plain(self, text: str) -> list[int]:
+        """Ids of text without special tokens. With GPT-2's regex, a fast coarse split (one piece per word with
+        its punctuation, e.g. ``" word,"``) is looked up in a second cache; only new pieces are pre-tokenized."""
+        if self._coarse is None:
+            return self._encode_pretokens(self._pat.findall(text))
+        pieces = self._coarse.findall(text)
+        cache = self._piece_cache
+        parts = list(map(cache.get, pieces))
+        if None in parts:
+            findall = self._pat.findall
+            for j, ids in enumerate(parts):
+                if ids is None:
+                    piece = pieces[j]
+                    ids = cache.get(piece)
+                    if ids is None:
+                        if len(cache) >= CACHE_LIMIT:
+                            cache.clear()
+                        ids = cache[piece] = self._encode_pretokens(findall(piece))
+                    parts[j] = ids
+        return list(chain.from_iterable(parts))
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``."""
         if self._specials is None:
-            return self._encode_pretokens(self._pat.findall(text))
+            return self._encode_plain(text)
         out: list[int] = []
         for piece, is_special in split_on_specials(text, self._specials):
             if is_special:
                 out.append(self.special_to_id[piece])
             else:
-                out += self._encode_pretokens(self._pat.findall(piece))
+                out += self._encode_plain(piece)
         return out
 
     def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
@@ -188,6 +218,11 @@ class Tokenizer:
                     out += self._encode_pretokens(self._pat.findall(buf, base, m.start()))
                 out.append(self.special_to_id[m.group()])
                 base = m.end()
+        if self._coarse is not None:
+            cut = self._last_safe_space(buf, base, limit)
+            if cut > base:
+                out += self._encode_plain(buf[base:cut])
+                return buf[cut:], out
         starts: list[int] = []
         toks: list[str] = []
         for m in self._pat.finditer(buf, base):
@@ -198,8 +233,24 @@ class Tokenizer:
         keep = len(starts) - 3  # the last three pre-tokens before limit stay in the buffer
         if keep > 0:
             out += self._encode_pretokens(toks[:keep])
-            return buf[starts[keep]:], out
+            return buf[starts[keep] :], out
         return buf[base:], out
+
+    @staticmethod
+    def _last_safe_space(buf: str, lo: int, hi: int) -> int:
+        """The last index ``i`` in ``(lo, hi)`` of a space between two non-space characters, or -1.
+
+        Cutting the text just before such a space changes no GPT-2 pre-token, whatever follows the buffer: the
+        pre-token ending before it is a non-space run, and " <next>" starts a new pre-token. (``str.isspace``
+        is a superset of the regex's ``\\s``, so this errs towards not cutting.)
+        """
+        i = hi
+        while True:
+            i = buf.rfind(" ", lo + 1, i)
+            if i < 0:
+                return -1
+            if i + 1 < len(buf) and not buf[i - 1].isspace() and not buf[i + 1].isspace():
+                return i
 
     # ------------------------------------------------------------------------------------------ decode
 

@@ -106,7 +106,9 @@ def train_bpe(
     specials = check_settings(vocab_size, special_tokens)
     stats = stats if stats is not None else TrainStats()
     t0 = time.perf_counter()
-    counts = count_pretokens(input_path, specials, pattern=pattern, num_workers=num_workers, progress=progress)
+    counts = count_pretokens(
+        input_path, specials, pattern=pattern, num_workers=num_workers, progress=progress
+    )
     stats.pretokenize_s = time.perf_counter() - t0
     stats.distinct_pretokens = len(counts)
     t1 = time.perf_counter()
@@ -169,7 +171,9 @@ def train_from_counts(
     while len(merges) < num_merges and heap:
         negc, _, k = heappop(heap)
         c_now = pair_count.get(k, 0)
-        if c_now != -negc or c_now <= 0:  # stale entry: re-queue with the current count (counts only drop between pushes)
+        if (
+            c_now != -negc or c_now <= 0
+        ):  # stale entry: re-queue with the current count (counts only drop between pushes)
             if c_now > 0:
                 heappush(heap, heap_entry(k, c_now))
             continue

@@ -153,7 +153,7 @@ def read_checkpoint(src: PathOrFile, map_location: str | torch.device = "cpu") -
         raise CheckpointError(f"checkpoint not found: {src}")
     try:
         payload = torch.load(src, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
+    except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {name}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{name} is not an lmfs checkpoint (no 'format': {FORMAT!r} entry)")

@@ -16,11 +16,19 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "(repeatable) or the shorthand flags below. Running again on the same out_dir resumes.",
     )
     p.add_argument("--config", help="TOML or JSON run config (e.g. lmfs/train/configs/gutenberg_small.toml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set lr=3e-4 --set batch_size=16")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set lr=3e-4 --set batch_size=16",
+    )
     for key in _SHORTHANDS:
         p.add_argument("--" + key.replace("_", "-"), dest=key, default=None, help=f"same as --set {key}=...")
-    p.add_argument("--no-resume", action="store_true", help="start from scratch even if out_dir has checkpoints")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start from scratch even if out_dir has checkpoints"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_run)
@@ -33,8 +41,12 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     )
     e.add_argument("--checkpoint", required=True, help="run folder or checkpoint file")
     e.add_argument("--data", default=None, help="token file (.npy/.bin); default: the run's val_data")
-    e.add_argument("--export", default=None, metavar="DIR", help="write summary.json, metrics.jsonl, samples.txt here")
-    e.add_argument("--prompt", action="append", default=[], help="prompt to sample for samples.txt (repeatable)")
+    e.add_argument(
+        "--export", default=None, metavar="DIR", help="write summary.json, metrics.jsonl, samples.txt here"
+    )
+    e.add_argument(
+        "--prompt", action="append", default=[], help="prompt to sample for samples.txt (repeatable)"
+    )
     e.add_argument("--max-new-tokens", type=int, default=120)
     e.add_argument("--device", default="cpu")
     e.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
@@ -87,8 +99,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     dest = args.export or tempfile.mkdtemp(prefix="lmfs-eval-")
     try:
-        summary = export_run(args.checkpoint, dest, val_data=args.data, prompts=args.prompt or None,
-                             max_new_tokens=args.max_new_tokens, device=args.device)
+        summary = export_run(
+            args.checkpoint,
+            dest,
+            val_data=args.data,
+            prompts=args.prompt or None,
+            max_new_tokens=args.max_new_tokens,
+            device=args.device,
+        )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"lmfs evaluate: {exc}", file=sys.stderr)
         return 2

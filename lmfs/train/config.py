@@ -61,7 +61,9 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum_steps: int = 1
     max_steps: int = 1000
-    max_wall_seconds: float = 0.0  # stop (with a checkpoint and a final eval) after this much training time; 0: no limit
+    max_wall_seconds: float = (
+        0.0  # stop (with a checkpoint and a final eval) after this much training time; 0: no limit
+    )
     # evaluation, logging, checkpoints
     eval_interval: int = 100  # 0: only at the end
     eval_batches: int = 20
@@ -106,48 +108,101 @@ class TrainConfig:
             if not cond:
                 errors.append(msg)
 
-        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff",
-                     "batch_size", "grad_accum_steps", "max_steps", "eval_batches", "log_interval"):
+        for name in (
+            "vocab_size",
+            "context_length",
+            "d_model",
+            "num_layers",
+            "num_heads",
+            "d_ff",
+            "batch_size",
+            "grad_accum_steps",
+            "max_steps",
+            "eval_batches",
+            "log_interval",
+        ):
             need(getattr(self, name) > 0, f"{name} must be a positive integer (got {getattr(self, name)})")
-        for name in ("warmup_iters", "cosine_cycle_iters", "eval_interval", "ckpt_interval", "keep_checkpoints",
-                     "threads"):
+        for name in (
+            "warmup_iters",
+            "cosine_cycle_iters",
+            "eval_interval",
+            "ckpt_interval",
+            "keep_checkpoints",
+            "threads",
+        ):
             need(getattr(self, name) >= 0, f"{name} must be >= 0 (got {getattr(self, name)})")
         if self.num_heads > 0:
-            need(self.d_model % self.num_heads == 0,
-                 f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+            need(
+                self.d_model % self.num_heads == 0,
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})",
+            )
             if self.d_model % self.num_heads == 0:
-                need((self.d_model // self.num_heads) % 2 == 0,
-                     f"head size d_model/num_heads = {self.d_model // self.num_heads} must be even for RoPE")
+                need(
+                    (self.d_model // self.num_heads) % 2 == 0,
+                    f"head size d_model/num_heads = {self.d_model // self.num_heads} must be even for RoPE",
+                )
         if self.num_kv_heads is not None:
-            need(self.num_kv_heads > 0 and self.num_heads % self.num_kv_heads == 0,
-                 f"num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
+            need(
+                self.num_kv_heads > 0 and self.num_heads % self.num_kv_heads == 0,
+                f"num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})",
+            )
         need(self.rope_theta > 0, f"rope_theta must be > 0 (got {self.rope_theta})")
-        need(self.norm in ("pre", "post", "none"), f"norm must be 'pre', 'post' or 'none' (got {self.norm!r})")
+        need(
+            self.norm in ("pre", "post", "none"), f"norm must be 'pre', 'post' or 'none' (got {self.norm!r})"
+        )
         need(self.position in ("rope", "none"), f"position must be 'rope' or 'none' (got {self.position!r})")
         need(self.ffn in ("swiglu", "silu"), f"ffn must be 'swiglu' or 'silu' (got {self.ffn!r})")
         need(self.lr > 0, f"lr must be > 0 (got {self.lr})")
         need(0 <= self.min_lr <= self.lr, f"min_lr must be in [0, lr={self.lr}] (got {self.min_lr})")
-        need(self.warmup_iters <= self.schedule_cycle,
-             f"warmup_iters ({self.warmup_iters}) must not exceed the cosine cycle ({self.schedule_cycle})")
+        need(
+            self.warmup_iters <= self.schedule_cycle,
+            f"warmup_iters ({self.warmup_iters}) must not exceed the cosine cycle ({self.schedule_cycle})",
+        )
         need(self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
-        need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1, beta2 must be in [0, 1) (got {self.beta1}, {self.beta2})")
+        need(
+            0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+            f"beta1, beta2 must be in [0, 1) (got {self.beta1}, {self.beta2})",
+        )
         need(self.eps > 0, f"eps must be > 0 (got {self.eps})")
-        need(self.max_wall_seconds >= 0, f"max_wall_seconds must be >= 0 (0 = no limit; got {self.max_wall_seconds})")
+        need(
+            self.max_wall_seconds >= 0,
+            f"max_wall_seconds must be >= 0 (0 = no limit; got {self.max_wall_seconds})",
+        )
         need(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables; got {self.grad_clip})")
-        need(self.dtype in ("float32", "bfloat16"), f"dtype must be 'float32' or 'bfloat16' (got {self.dtype!r})")
-        need(self.data_dtype in ("uint16", "uint32", "int32", "int64"),
-             f"data_dtype must be uint16, uint32, int32 or int64 (got {self.data_dtype!r})")
+        need(
+            self.dtype in ("float32", "bfloat16"),
+            f"dtype must be 'float32' or 'bfloat16' (got {self.dtype!r})",
+        )
+        need(
+            self.data_dtype in ("uint16", "uint32", "int32", "int64"),
+            f"data_dtype must be uint16, uint32, int32 or int64 (got {self.data_dtype!r})",
+        )
         need(bool(self.train_data), "train_data is empty: set it to a token file (.npy or .bin)")
         need(bool(self.out_dir), "out_dir is empty: set it to the run folder")
         dev = self.device.split(":")[0]
-        need(dev in ("cpu", "cuda", "mps", "auto"), f"device must be cpu, cuda[:N], mps or auto (got {self.device!r})")
+        need(
+            dev in ("cpu", "cuda", "mps", "auto"),
+            f"device must be cpu, cuda[:N], mps or auto (got {self.device!r})",
+        )
         if errors:
             raise ConfigError("invalid train config:\n  - " + "\n  - ".join(errors))
         return self
 
 
-MODEL_FIELDS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta",
-                "num_kv_heads", "tie_embeddings", "norm", "position", "ffn")
+MODEL_FIELDS = (
+    "vocab_size",
+    "context_length",
+    "d_model",
+    "num_layers",
+    "num_heads",
+    "d_ff",
+    "rope_theta",
+    "num_kv_heads",
+    "tie_embeddings",
+    "norm",
+    "position",
+    "ffn",
+)
 PATH_FIELDS = ("train_data", "val_data", "tokenizer")
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
@@ -189,7 +244,9 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if base is bool and not isinstance(value, bool):
         raise ConfigError(f"{key} in {where} must be true or false (got {value!r})")
     if base is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
             raise ConfigError(f"{key} in {where} must be an integer (got {value!r})")
         return int(value)
     if base is float:

@@ -40,7 +40,9 @@ def load_tokens(path: str | os.PathLike, dtype: str | np.dtype = "uint16") -> np
             raise ValueError(f"token file {p} is empty")
         arr = np.memmap(p, dtype=dt, mode="r")
     if arr.ndim != 1:
-        raise ValueError(f"token file {p} holds an array of shape {arr.shape}; expected a flat 1-D array of ids")
+        raise ValueError(
+            f"token file {p} holds an array of shape {arr.shape}; expected a flat 1-D array of ids"
+        )
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"token file {p} has dtype {arr.dtype}; expected an integer dtype")
     return arr

@@ -30,10 +30,15 @@ def evaluate_tokens(
 
     n_windows = (len(data) - 1) // context_length
     if n_windows < 1:
-        raise ValueError(f"token array has {len(data)} tokens; context_length {context_length} needs {context_length + 1}")
+        raise ValueError(
+            f"token array has {len(data)} tokens; context_length {context_length} needs {context_length + 1}"
+        )
     device = torch.device(device)
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if autocast_bf16
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if autocast_bf16
+        else contextlib.nullcontext()
+    )
     was_training = model.training
     model.eval()
     total, count = 0.0, 0

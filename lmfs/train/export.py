@@ -50,7 +50,9 @@ def export_run(
         "checkpoint": ckpt.name,
         "steps": int(read_checkpoint(ckpt)["iteration"]),
         "n_params": sum(p.numel() for p in model.parameters()),
-        "n_params_non_embedding": model.num_parameters(non_embedding=True) if hasattr(model, "num_parameters") else None,
+        "n_params_non_embedding": model.num_parameters(non_embedding=True)
+        if hasattr(model, "num_parameters")
+        else None,
         "tokens_seen": extra.get("tokens_seen"),
         "wall_seconds": extra.get("wall_seconds"),
         "final_train_loss": extra.get("train_loss"),
@@ -60,18 +62,41 @@ def export_run(
     val_path = val_data or cfg.get("val_data")
     if val_path:
         data = load_tokens(val_path, dtype=cfg.get("data_dtype", "uint16"))
-        ev = evaluate_tokens(model, data, cfg["context_length"], batch_size=cfg.get("batch_size", 16),
-                             device=device, autocast_bf16=bool(cfg.get("autocast_bf16")), progress=progress)
-        summary.update({"val_file": str(val_path), "val_loss": ev["loss"], "val_ppl": ev["ppl"],
-                        "val_tokens": int(ev["tokens"])})
+        ev = evaluate_tokens(
+            model,
+            data,
+            cfg["context_length"],
+            batch_size=cfg.get("batch_size", 16),
+            device=device,
+            autocast_bf16=bool(cfg.get("autocast_bf16")),
+            progress=progress,
+        )
+        summary.update(
+            {
+                "val_file": str(val_path),
+                "val_loss": ev["loss"],
+                "val_ppl": ev["ppl"],
+                "val_tokens": int(ev["tokens"]),
+            }
+        )
     if prompts:
         tokenizer = load_run_tokenizer(cfg)
         blocks = []
         for i, prompt in enumerate(prompts):
-            text = generate_text(model, tokenizer, prompt, max_new_tokens, temperature=temperature, top_p=top_p,
-                                 seed=seed + i, device=device)
-            blocks.append(f"=== prompt: {prompt!r} (temperature {temperature}, top_p {top_p}, seed {seed + i})\n"
-                          f"{prompt}{text}\n")
+            text = generate_text(
+                model,
+                tokenizer,
+                prompt,
+                max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed + i,
+                device=device,
+            )
+            blocks.append(
+                f"=== prompt: {prompt!r} (temperature {temperature}, top_p {top_p}, seed {seed + i})\n"
+                f"{prompt}{text}\n"
+            )
         _atomic_text(out / "samples.txt", "\n".join(blocks))
     if (run / "metrics.jsonl").is_file():
         shutil.copyfile(run / "metrics.jsonl", out / ".metrics.jsonl.tmp")

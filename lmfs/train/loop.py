@@ -83,12 +83,19 @@ def _build(cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, tor
 
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     model = TransformerLM(TransformerConfig(**cfg.model_kwargs()), device=device, dtype=dtype)
-    optimizer = AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                      weight_decay=cfg.weight_decay)
+    optimizer = AdamW(
+        model.parameters(),
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+    )
     return model, optimizer
 
 
-def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: contextlib.AbstractContextManager) -> torch.Tensor:
+def _loss(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: contextlib.AbstractContextManager
+) -> torch.Tensor:
     from lmfs.nn import cross_entropy
 
     with autocast:
@@ -97,8 +104,13 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: co
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: np.ndarray, cfg: TrainConfig, device: torch.device,
-             autocast: contextlib.AbstractContextManager | None = None) -> float:
+def evaluate(
+    model: torch.nn.Module,
+    data: np.ndarray,
+    cfg: TrainConfig,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> float:
     """Mean loss over ``cfg.eval_batches`` validation batches, the same batches every call (seed-derived)."""
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     was_training = model.training
@@ -114,8 +126,11 @@ def evaluate(model: torch.nn.Module, data: np.ndarray, cfg: TrainConfig, device:
 def _check_same_model(saved: dict[str, Any] | None, cfg: TrainConfig, ckpt: Path) -> None:
     if not saved:
         return
-    diff = [f"{k}: checkpoint {saved.get(k)!r} vs config {getattr(cfg, k)!r}" for k in MODEL_FIELDS
-            if k in saved and saved[k] != getattr(cfg, k)]
+    diff = [
+        f"{k}: checkpoint {saved.get(k)!r} vs config {getattr(cfg, k)!r}"
+        for k in MODEL_FIELDS
+        if k in saved and saved[k] != getattr(cfg, k)
+    ]
     if diff:
         raise ConfigError(
             f"cannot resume from {ckpt}: the model differs ({'; '.join(diff)}); use a new out_dir or set resume=false"
@@ -171,13 +186,20 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
         restore_rng_state(state["rng"], sampler)
         step = int(state["iteration"])
         extra = state.get("extra", {})
-        prior_wall, last_train, last_val = extra.get("wall_seconds", 0.0), extra.get("train_loss", math.nan), extra.get("val_loss")
+        prior_wall, last_train, last_val = (
+            extra.get("wall_seconds", 0.0),
+            extra.get("train_loss", math.nan),
+            extra.get("val_loss"),
+        )
     truncate_metrics(out_dir / "metrics.jsonl", step)  # drop what was logged after that checkpoint
     save_config(cfg, out_dir / "config.json")
 
     net = torch.compile(model) if cfg.compile else model
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.autocast_bf16
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if cfg.autocast_bf16
+        else contextlib.nullcontext()
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     t0 = time.perf_counter()
     last_step = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
@@ -186,30 +208,56 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
         return prior_wall + time.perf_counter() - t0
 
     def checkpoint(at: int) -> None:
-        extra = {"wall_seconds": wall(), "tokens_seen": at * cfg.tokens_per_step, "train_loss": last_train,
-                 "val_loss": last_val}
-        save_checkpoint(model, optimizer, at, checkpoint_path(ckpt_dir, at), config=cfg.to_dict(),
-                        generator=sampler, extra=extra)
+        extra = {
+            "wall_seconds": wall(),
+            "tokens_seen": at * cfg.tokens_per_step,
+            "train_loss": last_train,
+            "val_loss": last_val,
+        }
+        save_checkpoint(
+            model,
+            optimizer,
+            at,
+            checkpoint_path(ckpt_dir, at),
+            config=cfg.to_dict(),
+            generator=sampler,
+            extra=extra,
+        )
         prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
 
     def validate(at: int) -> float | None:
         if val_data is None:
             return None
         loss = evaluate(net, val_data, cfg, device, autocast)
-        log.write({"kind": "val", "step": at, "tokens": at * cfg.tokens_per_step, "val_loss": loss,
-                   "val_ppl": math.exp(min(loss, 50.0)), "wall_s": round(wall(), 3)})
+        log.write(
+            {
+                "kind": "val",
+                "step": at,
+                "tokens": at * cfg.tokens_per_step,
+                "val_loss": loss,
+                "val_ppl": math.exp(min(loss, 50.0)),
+                "wall_s": round(wall(), 3),
+            }
+        )
         return loss
 
     with MetricsLog(out_dir, tensorboard=cfg.tensorboard) as log:
         if step == 0 and cfg.eval_interval:
             last_val = validate(0)
-        bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train", unit="step",
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=step,
+            disable=not progress,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+        )
         t_log, tokens_at_log = time.perf_counter(), step * cfg.tokens_per_step
         val_at, ckpt_at = (0 if last_val is not None else -1), step
         while step < last_step:
             if cfg.max_wall_seconds and wall() >= cfg.max_wall_seconds:
-                bar.write(f"time limit: stopping at step {step} after {wall():.0f} s (max_wall_seconds)")
+                if progress:
+                    bar.write(f"time limit: stopping at step {step} after {wall():.0f} s (max_wall_seconds)")
                 break
             lr = cosine_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.schedule_cycle)
             for group in optimizer.param_groups:
@@ -225,7 +273,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
             grad_norm = float(clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else math.nan
             if not math.isfinite(train_loss) or (cfg.grad_clip > 0 and not math.isfinite(grad_norm)):
                 good = latest_checkpoint(ckpt_dir)
-                log.write({"kind": "error", "step": step + 1, "train_loss": train_loss, "grad_norm": grad_norm})
+                log.write(
+                    {"kind": "error", "step": step + 1, "train_loss": train_loss, "grad_norm": grad_norm}
+                )
                 bar.close()
                 raise NonFiniteLossError(
                     f"training stopped at step {step + 1}: loss {train_loss}, gradient norm {grad_norm} (lr {lr:.3g}). "
@@ -239,9 +289,18 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
             if step % cfg.log_interval == 0 or step == last_step:
                 now = time.perf_counter()
                 tokens = step * cfg.tokens_per_step
-                log.write({"kind": "train", "step": step, "tokens": tokens, "train_loss": train_loss, "lr": lr,
-                           "grad_norm": grad_norm, "tokens_per_s": round((tokens - tokens_at_log) / max(now - t_log, 1e-9), 1),
-                           "wall_s": round(wall(), 3)})
+                log.write(
+                    {
+                        "kind": "train",
+                        "step": step,
+                        "tokens": tokens,
+                        "train_loss": train_loss,
+                        "lr": lr,
+                        "grad_norm": grad_norm,
+                        "tokens_per_s": round((tokens - tokens_at_log) / max(now - t_log, 1e-9), 1),
+                        "wall_s": round(wall(), 3),
+                    }
+                )
                 t_log, tokens_at_log = now, tokens
                 bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
             if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_steps:
@@ -255,9 +314,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
         if ckpt_at != step:
             checkpoint(step)
 
-    result = TrainResult(final_train_loss=last_train, final_val_loss=last_val, steps=step,
-                         tokens_seen=step * cfg.tokens_per_step, wall_seconds=wall(), out_dir=out_dir,
-                         n_params=n_params)
+    result = TrainResult(
+        final_train_loss=last_train,
+        final_val_loss=last_val,
+        steps=step,
+        tokens_seen=step * cfg.tokens_per_step,
+        wall_seconds=wall(),
+        out_dir=out_dir,
+        n_params=n_params,
+    )
     _write_summary(out_dir, result)
     return result
 

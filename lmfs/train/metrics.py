@@ -39,7 +39,7 @@ class MetricsLog:
 
     def __init__(self, out_dir: str | os.PathLike, tensorboard: bool = True) -> None:
         self.path = Path(out_dir) / "metrics.jsonl"
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh = open(self.path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:
             try:
@@ -55,7 +55,11 @@ class MetricsLog:
         self._fh.flush()
         if self._tb is not None and "step" in record:
             for key, value in record.items():
-                if key not in ("step", "kind") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (
+                    key not in ("step", "kind")
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
                     self._tb.add_scalar(f"{record.get('kind', 'train')}/{key}", value, record["step"])
 
     def close(self) -> None:

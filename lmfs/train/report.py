@@ -29,10 +29,17 @@ def _curve(records: list[dict[str, Any]], title: str) -> str:
     val = [r for r in records if r.get("kind") == "val" and r.get("val_loss") is not None]
     fig, ax = plt.subplots(figsize=(7, 3.6))
     if train:
-        ax.plot([r["tokens"] / 1e6 for r in train], [r["train_loss"] for r in train], lw=1, alpha=0.8,
-                label="train (batch)")
+        ax.plot(
+            [r["tokens"] / 1e6 for r in train],
+            [r["train_loss"] for r in train],
+            lw=1,
+            alpha=0.8,
+            label="train (batch)",
+        )
     if val:
-        ax.plot([r["tokens"] / 1e6 for r in val], [r["val_loss"] for r in val], "o-", ms=4, label="validation")
+        ax.plot(
+            [r["tokens"] / 1e6 for r in val], [r["val_loss"] for r in val], "o-", ms=4, label="validation"
+        )
     ax.set_xlabel("tokens seen (millions)")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(title)
@@ -40,7 +47,9 @@ def _curve(records: list[dict[str, Any]], title: str) -> str:
     ax.legend()
     if train:  # a secondary axis with optimizer steps
         steps_per_mtok = train[-1]["step"] / (train[-1]["tokens"] / 1e6)
-        sec = ax.secondary_xaxis("top", functions=(lambda t: t * steps_per_mtok, lambda s: s / steps_per_mtok))
+        sec = ax.secondary_xaxis(
+            "top", functions=(lambda t: t * steps_per_mtok, lambda s: s / steps_per_mtok)
+        )
         sec.set_xlabel("step")
     return svg_figure(fig)
 
@@ -50,16 +59,27 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
     cfg = summary.get("config", {})
     rows = [
-        ("model", f"d_model {cfg.get('d_model')}, {cfg.get('num_layers')} layers, {cfg.get('num_heads')} heads, "
-                  f"d_ff {cfg.get('d_ff')}, context {cfg.get('context_length')}, vocab {cfg.get('vocab_size')}"),
-        ("parameters", f"{summary.get('n_params', 0):,} ({summary.get('n_params_non_embedding') or 0:,} non-embedding)"),
+        (
+            "model",
+            f"d_model {cfg.get('d_model')}, {cfg.get('num_layers')} layers, {cfg.get('num_heads')} heads, "
+            f"d_ff {cfg.get('d_ff')}, context {cfg.get('context_length')}, vocab {cfg.get('vocab_size')}",
+        ),
+        (
+            "parameters",
+            f"{summary.get('n_params', 0):,} ({summary.get('n_params_non_embedding') or 0:,} non-embedding)",
+        ),
         ("steps / tokens seen", f"{summary.get('steps')} / {summary.get('tokens_seen') or 0:,}"),
         ("wall time", f"{(summary.get('wall_seconds') or 0) / 60:.1f} min"),
         ("final train loss (last batch)", f"{summary.get('final_train_loss') or float('nan'):.3f}"),
     ]
     if "val_loss" in summary:
-        rows.append(("validation loss (whole file)", f"{summary['val_loss']:.3f} nats/token, perplexity "
-                     f"{summary['val_ppl']:.1f} over {summary['val_tokens']:,} tokens of {Path(summary['val_file']).name}"))
+        rows.append(
+            (
+                "validation loss (whole file)",
+                f"{summary['val_loss']:.3f} nats/token, perplexity "
+                f"{summary['val_ppl']:.1f} over {summary['val_tokens']:,} tokens of {Path(summary['val_file']).name}",
+            )
+        )
     for key in ("device", "autocast_bf16", "threads"):
         if key in cfg:
             rows.append((key, str(cfg[key])))
@@ -77,7 +97,9 @@ def section(reports_dir: Path) -> Section | None:
     for run in sorted(p for p in root.iterdir() if (p / "metrics.jsonl").is_file()):
         try:
             records = _records(run / "metrics.jsonl")
-            summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+            summary = (
+                json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+            )
         except (OSError, json.JSONDecodeError):
             continue
         if not records:
@@ -91,7 +113,9 @@ def section(reports_dir: Path) -> Section | None:
         blocks.append("\n".join(parts))
     if not blocks:
         return None
-    intro = note("Training runs of lmfs's from-scratch Transformer LM (lmfs train). Validation points are the mean "
-                 "loss over fixed validation batches during training; the table's validation loss covers the whole "
-                 "validation file (lmfs evaluate).")
+    intro = note(
+        "Training runs of lmfs's from-scratch Transformer LM (lmfs train). Validation points are the mean "
+        "loss over fixed validation batches during training; the table's validation loss covers the whole "
+        "validation file (lmfs evaluate)."
+    )
     return Section(id="train", title="Training runs", html=intro + "\n".join(blocks), order=40)

@@ -96,8 +96,9 @@ def test_outputs_are_convex_combinations_of_values(adapter, request, impl):
         q, k, v = _qkv(seed, batch, n, d, device, scale)
         out = fn.apply(q, k, v, causal)
         assert torch.isfinite(out).all()
-        lo = v.amin(dim=1, keepdim=True) - 1e-4 * (1 + v.abs().amax())
-        hi = v.amax(dim=1, keepdim=True) + 1e-4 * (1 + v.abs().amax())
+        slack = (2e-3 if device == "cuda" else 1e-4) * (1 + v.abs().amax())  # tf32 dots on a GPU round V
+        lo = v.amin(dim=1, keepdim=True) - slack
+        hi = v.amax(dim=1, keepdim=True) + slack
         assert (out >= lo).all() and (out <= hi).all(), "an output left the [min V, max V] box of its column"
 
     prop()

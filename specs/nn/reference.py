@@ -69,8 +69,15 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def mha(
-    wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor, x: Tensor, num_heads: int,
-    theta: float | None = None, positions: Tensor | None = None, num_kv_heads: int | None = None,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    x: Tensor,
+    num_heads: int,
+    theta: float | None = None,
+    positions: Tensor | None = None,
+    num_kv_heads: int | None = None,
 ) -> Tensor:
     """Causal multi-head attention, one head at a time. x (..., T, d_model)."""
     num_kv_heads = num_kv_heads or num_heads
@@ -94,17 +101,26 @@ def block(weights: dict[str, Tensor], x: Tensor, num_heads: int, theta: float, e
     """Pre-norm block with the CS336 key names."""
     w = weights
     h = f64(x) + mha(
-        w["attn.q_proj.weight"], w["attn.k_proj.weight"], w["attn.v_proj.weight"], w["attn.output_proj.weight"],
-        rmsnorm(w["ln1.weight"], x, eps), num_heads, theta,
+        w["attn.q_proj.weight"],
+        w["attn.k_proj.weight"],
+        w["attn.v_proj.weight"],
+        w["attn.output_proj.weight"],
+        rmsnorm(w["ln1.weight"], x, eps),
+        num_heads,
+        theta,
     )
-    return h + swiglu(w["ffn.w1.weight"], w["ffn.w2.weight"], w["ffn.w3.weight"], rmsnorm(w["ln2.weight"], h, eps))
+    return h + swiglu(
+        w["ffn.w1.weight"], w["ffn.w2.weight"], w["ffn.w3.weight"], rmsnorm(w["ln2.weight"], h, eps)
+    )
 
 
-def transformer_lm(weights: dict[str, Tensor], ids: Tensor, num_layers: int, num_heads: int, theta: float) -> Tensor:
+def transformer_lm(
+    weights: dict[str, Tensor], ids: Tensor, num_layers: int, num_heads: int, theta: float
+) -> Tensor:
     x = embedding(weights["token_embeddings.weight"], ids)
     for i in range(num_layers):
         prefix = f"layers.{i}."
-        layer = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        layer = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
         x = block(layer, x, num_heads, theta)
     return linear(weights["lm_head.weight"], rmsnorm(weights["ln_final.weight"], x, 1e-5))
 

@@ -39,8 +39,9 @@ def test_softmax_shift_invariant(adapter):
     @given(seed=SEED, shift=st.floats(-1e4, 1e4, allow_nan=False))
     def check(seed, shift):
         x = _randn(4, 6, seed=seed)
-        torch.testing.assert_close(adapter.run_softmax(x + shift, dim=-1), adapter.run_softmax(x, dim=-1),
-                                   rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(
+            adapter.run_softmax(x + shift, dim=-1), adapter.run_softmax(x, dim=-1), rtol=1e-3, atol=1e-3
+        )
 
     check()
 
@@ -58,10 +59,20 @@ def test_softmax_stable_for_huge_inputs(adapter):
 
 @pytest.mark.points(3)
 def test_sdpa_matches_reference_and_builtin(adapter):
-    @given(seed=SEED, nq=st.integers(1, 9), nk=st.integers(1, 9), d_k=st.integers(1, 8), d_v=st.integers(1, 8),
-           use_mask=st.booleans())
+    @given(
+        seed=SEED,
+        nq=st.integers(1, 9),
+        nk=st.integers(1, 9),
+        d_k=st.integers(1, 8),
+        d_v=st.integers(1, 8),
+        use_mask=st.booleans(),
+    )
     def check(seed, nq, nk, d_k, d_v, use_mask):
-        q, k, v = _randn(2, 3, nq, d_k, seed=seed), _randn(2, 3, nk, d_k, seed=seed + 1), _randn(2, 3, nk, d_v, seed=seed + 2)
+        q, k, v = (
+            _randn(2, 3, nq, d_k, seed=seed),
+            _randn(2, 3, nk, d_k, seed=seed + 1),
+            _randn(2, 3, nk, d_v, seed=seed + 2),
+        )
         mask = None
         if use_mask:
             mask = torch.rand(2, 3, nq, nk, generator=torch.Generator().manual_seed(seed)) > 0.4
@@ -69,7 +80,9 @@ def test_sdpa_matches_reference_and_builtin(adapter):
         out = adapter.run_scaled_dot_product_attention(q, k, v, mask)
         assert out.shape == (2, 3, nq, d_v)
         torch.testing.assert_close(out.double(), ref.sdpa(q, k, v, mask), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), rtol=1e-5, atol=1e-5
+        )
 
     check()
 
@@ -89,8 +102,13 @@ def test_sdpa_mask_true_means_attend(adapter):
 
 @pytest.mark.points(3)
 def test_rope_matches_reference(adapter):
-    @given(seed=SEED, d_half=st.integers(1, 8), seq=st.integers(1, 12), theta=st.sampled_from([10000.0, 500.0, 1e6]),
-           per_batch=st.booleans())
+    @given(
+        seed=SEED,
+        d_half=st.integers(1, 8),
+        seq=st.integers(1, 12),
+        theta=st.sampled_from([10000.0, 500.0, 1e6]),
+        per_batch=st.booleans(),
+    )
     def check(seed, d_half, seq, theta, per_batch):
         d_k, max_len = 2 * d_half, 32
         x = _randn(2, seq, d_k, seed=seed)
@@ -147,7 +165,9 @@ def _mha_weights(d_model: int, seed: int) -> list[torch.Tensor]:
 
 @pytest.mark.points(3)
 def test_mha_matches_reference(adapter):
-    @given(seed=SEED, heads=st.sampled_from([1, 2, 4]), d_head=st.sampled_from([2, 4]), seq=st.integers(1, 10))
+    @given(
+        seed=SEED, heads=st.sampled_from([1, 2, 4]), d_head=st.sampled_from([2, 4]), seq=st.integers(1, 10)
+    )
     def check(seed, heads, d_head, seq):
         d_model = heads * d_head
         wq, wk, wv, wo = _mha_weights(d_model, seed)
@@ -161,15 +181,25 @@ def test_mha_matches_reference(adapter):
 
 @pytest.mark.points(3)
 def test_mha_with_rope_matches_reference(adapter):
-    @given(seed=SEED, heads=st.sampled_from([1, 2, 4]), d_head=st.sampled_from([2, 4, 8]), seq=st.integers(1, 10),
-           offset=st.integers(0, 5), theta=st.sampled_from([10000.0, 100.0]))
+    @given(
+        seed=SEED,
+        heads=st.sampled_from([1, 2, 4]),
+        d_head=st.sampled_from([2, 4, 8]),
+        seq=st.integers(1, 10),
+        offset=st.integers(0, 5),
+        theta=st.sampled_from([10000.0, 100.0]),
+    )
     def check(seed, heads, d_head, seq, offset, theta):
         d_model = heads * d_head
         wq, wk, wv, wo = _mha_weights(d_model, seed)
         x = _randn(2, seq, d_model, seed=seed + 9)
         pos = torch.arange(seq) + offset
-        out = adapter.run_multihead_self_attention_with_rope(d_model, heads, 32, theta, wq, wk, wv, wo, x, pos)
-        torch.testing.assert_close(out.double(), ref.mha(wq, wk, wv, wo, x, heads, theta, pos), rtol=1e-4, atol=1e-5)
+        out = adapter.run_multihead_self_attention_with_rope(
+            d_model, heads, 32, theta, wq, wk, wv, wo, x, pos
+        )
+        torch.testing.assert_close(
+            out.double(), ref.mha(wq, wk, wv, wo, x, heads, theta, pos), rtol=1e-4, atol=1e-5
+        )
 
     check()
 
@@ -196,7 +226,9 @@ def test_mha_is_causal(adapter):
         x = _randn(1, seq, d_model, seed=seed + 5)
         y = x.clone()
         y[:, t + 1 :] = _randn(1, seq - t - 1, d_model, seed=seed + 6)
-        run = lambda inp: adapter.run_multihead_self_attention_with_rope(d_model, heads, 16, 10000.0, wq, wk, wv, wo, inp)
+        run = lambda inp: adapter.run_multihead_self_attention_with_rope(
+            d_model, heads, 16, 10000.0, wq, wk, wv, wo, inp
+        )
         a, b = run(x), run(y)
         torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1], rtol=1e-5, atol=1e-6)
         assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :], atol=1e-4)

@@ -19,7 +19,12 @@ def _randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> to
 
 @pytest.mark.points(2)
 def test_linear_matches_reference(adapter):
-    @given(seed=SEED, d_in=st.integers(1, 24), d_out=st.integers(1, 24), batch=st.lists(st.integers(1, 4), max_size=2))
+    @given(
+        seed=SEED,
+        d_in=st.integers(1, 24),
+        d_out=st.integers(1, 24),
+        batch=st.lists(st.integers(1, 4), max_size=2),
+    )
     def check(seed, d_in, d_out, batch):
         w, x = _randn(d_out, d_in, seed=seed), _randn(*batch, d_in, seed=seed + 1)
         out = adapter.run_linear(d_in, d_out, w, x)
@@ -38,7 +43,12 @@ def test_linear_has_no_bias(adapter):
 
 @pytest.mark.points(2)
 def test_embedding_matches_reference(adapter):
-    @given(seed=SEED, vocab=st.integers(1, 30), d=st.integers(1, 16), shape=st.lists(st.integers(1, 5), min_size=1, max_size=3))
+    @given(
+        seed=SEED,
+        vocab=st.integers(1, 30),
+        d=st.integers(1, 16),
+        shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    )
     def check(seed, vocab, d, shape):
         table = _randn(vocab, d, seed=seed)
         ids = torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
@@ -122,5 +132,3 @@ def test_swiglu_gate_order(adapter):
     swapped = ref.swiglu(w3, w2, w1, x)
     torch.testing.assert_close(out.double(), ref.swiglu(w1, w2, w3, x), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(out.double(), swapped, atol=1e-3)
-
-

@@ -15,7 +15,9 @@ SEED = st.integers(0, 2**31 - 1)
 
 @pytest.mark.points(2)
 def test_cross_entropy_matches_reference_and_builtin(adapter):
-    @given(seed=SEED, batch=st.integers(1, 16), vocab=st.integers(2, 50), scale=st.sampled_from([0.1, 1.0, 10.0]))
+    @given(
+        seed=SEED, batch=st.integers(1, 16), vocab=st.integers(2, 50), scale=st.sampled_from([0.1, 1.0, 10.0])
+    )
     def check(seed, batch, vocab, scale):
         g = torch.Generator().manual_seed(seed)
         logits = torch.randn(batch, vocab, generator=g) * scale

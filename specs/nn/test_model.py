@@ -14,7 +14,7 @@ SEED = st.integers(0, 2**31 - 1)
 
 def _block_weights(d_model: int, d_ff: int, seed: int) -> dict[str, torch.Tensor]:
     lm = ref.cs336_weights(vocab=2, d_model=d_model, num_layers=1, d_ff=d_ff, seed=seed)
-    return {k[len("layers.0."):]: v for k, v in lm.items() if k.startswith("layers.0.")}
+    return {k[len("layers.0.") :]: v for k, v in lm.items() if k.startswith("layers.0.")}
 
 
 @pytest.mark.points(3)
@@ -40,7 +40,9 @@ def test_transformer_lm_matches_reference(adapter):
         ids = torch.randint(0, vocab, (2, seq), generator=torch.Generator().manual_seed(seed))
         out = adapter.run_transformer_lm(vocab, ctx, d_model, layers, heads, d_ff, theta, w, ids)
         assert out.shape == (2, seq, vocab)
-        torch.testing.assert_close(out.double(), ref.transformer_lm(w, ids, layers, heads, theta), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            out.double(), ref.transformer_lm(w, ids, layers, heads, theta), rtol=1e-4, atol=1e-4
+        )
 
     check()
 
@@ -54,7 +56,9 @@ def test_transformer_lm_is_causal(adapter):
     ids = torch.randint(0, vocab, (1, ctx), generator=g)
     for t in (0, 4, 8):
         other = ids.clone()
-        other[:, t + 1 :] = (other[:, t + 1 :] + 1 + torch.randint(0, vocab - 1, (1, ctx - t - 1), generator=g)) % vocab
+        other[:, t + 1 :] = (
+            other[:, t + 1 :] + 1 + torch.randint(0, vocab - 1, (1, ctx - t - 1), generator=g)
+        ) % vocab
         a = adapter.run_transformer_lm(vocab, ctx, d_model, layers, heads, d_ff, 10000.0, w, ids)
         b = adapter.run_transformer_lm(vocab, ctx, d_model, layers, heads, d_ff, 10000.0, w, other)
         torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1], rtol=1e-5, atol=1e-5)

@@ -11,7 +11,14 @@ import torch
 class ReferenceAdamW:
     """Plain-Python AdamW on float64 copies: decay applied after the Adam update, t counted from 1."""
 
-    def __init__(self, params: list[torch.Tensor], lr: float, betas: tuple[float, float], eps: float, weight_decay: float):
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+    ):
         self.params = [p.detach().double().clone() for p in params]
         self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
         self.m = [torch.zeros_like(p) for p in self.params]

@@ -57,8 +57,13 @@ def test_adamw_is_a_torch_optimizer(adapter):
 
 @pytest.mark.points(2)
 def test_adamw_matches_handout_algorithm(adapter):
-    @given(seed=st.integers(0, 1000), lr=st.sampled_from([1e-3, 1e-2, 0.1]), wd=st.sampled_from([0.0, 0.01, 0.1]),
-           b1=st.sampled_from([0.9, 0.5]), b2=st.sampled_from([0.999, 0.95]))
+    @given(
+        seed=st.integers(0, 1000),
+        lr=st.sampled_from([1e-3, 1e-2, 0.1]),
+        wd=st.sampled_from([0.0, 0.01, 0.1]),
+        b1=st.sampled_from([0.9, 0.5]),
+        b2=st.sampled_from([0.999, 0.95]),
+    )
     def check(seed, lr, wd, b1, b2):
         w0, x, y = _problem(seed)
         params = [torch.nn.Parameter(w.clone()) for w in w0]
@@ -79,7 +84,9 @@ def test_adamw_matches_handout_algorithm(adapter):
 def test_adamw_zero_grads_decay_geometrically(adapter):
     """With g = 0 the Adam update is 0, so θ_t = θ_0 · (1 − lr·λ)^t exactly in the limit of float math."""
 
-    @given(lr=st.sampled_from([1e-3, 1e-2, 0.1]), wd=st.sampled_from([0.01, 0.1, 0.5]), steps=st.integers(1, 50))
+    @given(
+        lr=st.sampled_from([1e-3, 1e-2, 0.1]), wd=st.sampled_from([0.01, 0.1, 0.5]), steps=st.integers(1, 50)
+    )
     def check(lr, wd, steps):
         p = torch.nn.Parameter(torch.linspace(-2, 3, 7, dtype=torch.float64))
         start = p.detach().clone()

@@ -21,8 +21,11 @@ def _params_with_grads(seed: int, scale: float, with_gradless: bool = True) -> l
 
 @pytest.mark.points(3)
 def test_clipping_matches_torch(adapter):
-    @given(seed=st.integers(0, 10_000), scale=st.sampled_from([1e-3, 0.1, 1.0, 10.0, 1e3]),
-           max_norm=st.sampled_from([0.01, 1.0, 5.0, 100.0]))
+    @given(
+        seed=st.integers(0, 10_000),
+        scale=st.sampled_from([1e-3, 0.1, 1.0, 10.0, 1e3]),
+        max_norm=st.sampled_from([0.01, 1.0, 5.0, 100.0]),
+    )
     def check(seed, scale, max_norm):
         ours, theirs = _params_with_grads(seed, scale), _params_with_grads(seed, scale)
         adapter.run_gradient_clipping(ours, max_norm)

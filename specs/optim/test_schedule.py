@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -55,9 +57,9 @@ def test_schedule_endpoints_and_monotone_pieces(adapter):
         assert lr(cycle) == pytest.approx(lr_min, rel=1e-9, abs=1e-12)
         assert lr(cycle + 1) == pytest.approx(lr_min) and lr(cycle + 1000) == pytest.approx(lr_min)
         warm = [lr(i) for i in range(warmup + 1)]
-        assert all(a < b for a, b in zip(warm, warm[1:], strict=False)), "warmup must increase strictly"
+        assert all(a < b for a, b in pairwise(warm)), "warmup must increase strictly"
         decay = [lr(i) for i in range(warmup, cycle + 1)]
-        assert all(a >= b - 1e-12 for a, b in zip(decay, decay[1:], strict=False)), "cosine part must not increase"
+        assert all(a >= b - 1e-12 for a, b in pairwise(decay)), "cosine part must not increase"
         assert all(lr_min - 1e-12 <= v <= lr_max + 1e-12 for v in decay)
 
     check()

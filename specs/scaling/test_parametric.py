@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 
@@ -90,10 +90,21 @@ def test_compute_optimal_allocation(adapter, name, compute):
 
 # ------------------------------------------------------------------------------------------------ properties
 
-law_params = st.fixed_dictionaries({
-    "E": st.floats(0.5, 3.0), "A": st.floats(50.0, 3000.0), "B": st.floats(50.0, 5000.0),
-    "alpha": st.floats(0.2, 0.6), "beta": st.floats(0.2, 0.6),
-})
+N_MID, D_MID = 1e8, 1e10  # geometric middle of law_grid()
+
+
+@st.composite
+def law_params(draw: st.DrawFn) -> dict:
+    """A law whose three terms all matter on law_grid(): each power-law term is 0.2–3 at the grid's middle
+    (and so varies by 5–30× across it). A term far below the 1% noise would leave A or B unidentifiable, and
+    then no fit is well-posed, let alone invariant."""
+    alpha, beta = draw(st.floats(0.25, 0.5)), draw(st.floats(0.25, 0.5))
+    t_n, t_d = draw(st.floats(0.2, 3.0)), draw(st.floats(0.2, 3.0))
+    return {"E": draw(st.floats(0.5, 3.0)), "A": t_n * N_MID**alpha, "B": t_d * D_MID**beta,
+            "alpha": alpha, "beta": beta}
+
+
+FIT_SETTINGS = settings(max_examples=6, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # each fit ~0.3 s
 
 
 def _noisy(law: dict, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,8 +117,8 @@ def _noisy(law: dict, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_row_order_invariance(adapter):
     fit = adapter.run_fit_chinchilla  # taken out of the adapter once: hypothesis sees plain functions
 
-    @settings(max_examples=6)
-    @given(law=law_params, seed=st.integers(0, 2**16), perm_seed=st.integers(0, 2**16))
+    @FIT_SETTINGS
+    @given(law=law_params(), seed=st.integers(0, 2**16), perm_seed=st.integers(0, 2**16))
     def check(law, seed, perm_seed):
         n, d, loss = _noisy(law, seed)
         order = np.random.default_rng(perm_seed).permutation(n.size)
@@ -128,8 +139,8 @@ def test_scaling_losses_is_a_shift_in_log_space(adapter):
     noise or not (the residuals are unchanged)."""
     fit = adapter.run_fit_chinchilla
 
-    @settings(max_examples=6)
-    @given(law=law_params, seed=st.integers(0, 2**16), scale=st.floats(0.25, 4.0))
+    @FIT_SETTINGS
+    @given(law=law_params(), seed=st.integers(0, 2**16), scale=st.floats(0.25, 4.0))
     def check(law, seed, scale):
         n, d, loss = _noisy(law, seed)
         a = fit(n, d, loss)
@@ -148,8 +159,8 @@ def test_adding_a_constant_shifts_E_only(adapter):
     approximate: log(L + k) − log(L̂ + k) ≠ log L − log L̂, so the Huber weights of the residuals change.)"""
     fit = adapter.run_fit_chinchilla
 
-    @settings(max_examples=6)
-    @given(law=law_params, shift=st.floats(-0.4, 1.0))
+    @FIT_SETTINGS
+    @given(law=law_params(), shift=st.floats(-0.4, 1.0))
     def check(law, shift):
         law = {**law, "E": max(law["E"], 0.5 - shift)}  # keep E + k > 0
         n, d = law_grid()

@@ -14,7 +14,10 @@ import pytest
 def shared_data(*parts: str) -> Path:
     env = os.environ.get("LMFS_SHARED_DIR")
     here = Path(__file__).resolve()
-    for base in ([Path(env)] if env else []) + [here.parents[2].parent / "shared", Path.cwd().parent / "shared"]:
+    for base in ([Path(env)] if env else []) + [
+        here.parents[2].parent / "shared",
+        Path.cwd().parent / "shared",
+    ]:
         if (base / "data").is_dir():
             return base.joinpath("data", *parts)
     pytest.skip("shared data folder not found (set LMFS_SHARED_DIR)")
@@ -56,7 +59,7 @@ def gpt2_vocab_and_merges() -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]
     return vocab, merges
 
 
-def tiktoken_gpt2():  # noqa: ANN201
+def tiktoken_gpt2():
     tiktoken = pytest.importorskip("tiktoken")
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(shared_data("tokenizers", "tiktoken_cache")))
     return tiktoken.get_encoding("gpt2")

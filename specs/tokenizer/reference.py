@@ -5,6 +5,7 @@ Nothing here is fast: every merge recounts every pair. That is the point: it is 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import regex
@@ -35,7 +36,7 @@ def naive_train_bpe(
     while len(vocab) < vocab_size:
         pairs: Counter[tuple[bytes, bytes]] = Counter()
         for word, n in words.items():
-            for left, right in zip(word, word[1:]):
+            for left, right in itertools.pairwise(word):
                 pairs[(left, right)] += n
         if not pairs:
             break

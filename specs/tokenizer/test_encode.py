@@ -12,13 +12,13 @@ EOT = "<|endoftext|>"
 
 
 @pytest.fixture(scope="module")
-def gpt2(adapter):  # noqa: ANN001, ANN201
+def gpt2(adapter):
     vocab, merges = gpt2_vocab_and_merges()
     return adapter.get_tokenizer(vocab, merges, [EOT])
 
 
 @pytest.fixture(scope="module")
-def gpt2_plain(adapter):  # noqa: ANN001, ANN201
+def gpt2_plain(adapter):
     vocab, merges = gpt2_vocab_and_merges()
     return adapter.get_tokenizer(vocab, merges)
 
@@ -34,7 +34,7 @@ ROUND_TRIP = {
 
 @pytest.mark.points(1)
 @pytest.mark.parametrize("name", sorted(ROUND_TRIP))
-def test_round_trip(gpt2, name: str) -> None:  # noqa: ANN001
+def test_round_trip(gpt2, name: str) -> None:
     text = ROUND_TRIP[name]
     ids = gpt2.encode(text)
     assert all(isinstance(i, int) for i in ids)
@@ -45,13 +45,13 @@ def test_round_trip(gpt2, name: str) -> None:  # noqa: ANN001
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("name", sorted(ROUND_TRIP))
-def test_matches_tiktoken_on_strings(gpt2, name: str) -> None:  # noqa: ANN001
+def test_matches_tiktoken_on_strings(gpt2, name: str) -> None:
     assert gpt2.encode(ROUND_TRIP[name]) == tiktoken_gpt2().encode(ROUND_TRIP[name])
 
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("name", SHARED_TEXTS)
-def test_matches_tiktoken_on_shared_texts(gpt2, name: str) -> None:  # noqa: ANN001
+def test_matches_tiktoken_on_shared_texts(gpt2, name: str) -> None:
     text = read_text("text", name)
     ids = gpt2.encode(text)
     assert ids == tiktoken_gpt2().encode(text, allowed_special={EOT})
@@ -59,13 +59,13 @@ def test_matches_tiktoken_on_shared_texts(gpt2, name: str) -> None:  # noqa: ANN
 
 
 @pytest.mark.points(4)
-def test_matches_tiktoken_on_gutenberg_validation(gpt2) -> None:  # noqa: ANN001
+def test_matches_tiktoken_on_gutenberg_validation(gpt2) -> None:
     text = read_text("corpus", "gutenberg_valid.txt")
     assert gpt2.encode(text) == tiktoken_gpt2().encode(text, allowed_special={EOT})
 
 
 @pytest.mark.points(2)
-def test_without_special_tokens_eot_is_text(gpt2_plain) -> None:  # noqa: ANN001
+def test_without_special_tokens_eot_is_text(gpt2_plain) -> None:
     text = f"a{EOT}b"
     assert gpt2_plain.encode(text) == tiktoken_gpt2().encode(text, disallowed_special=())
     assert gpt2_plain.decode(gpt2_plain.encode(text)) == text
@@ -76,7 +76,7 @@ def test_without_special_tokens_eot_is_text(gpt2_plain) -> None:  # noqa: ANN001
     "text",
     [EOT, f"{EOT}hello", f"hello{EOT}", f"{EOT}{EOT}", f"\n{EOT}\n", f" {EOT} ", f"a{EOT}\n\n{EOT}b"],
 )
-def test_special_tokens_at_edges(gpt2, text: str) -> None:  # noqa: ANN001
+def test_special_tokens_at_edges(gpt2, text: str) -> None:
     ids = gpt2.encode(text)
     assert ids == tiktoken_gpt2().encode(text, allowed_special={EOT})
     assert ids.count(50256) == text.count(EOT)
@@ -84,7 +84,7 @@ def test_special_tokens_at_edges(gpt2, text: str) -> None:  # noqa: ANN001
 
 
 @pytest.mark.points(3)
-def test_overlapping_special_tokens_longest_first(adapter) -> None:  # noqa: ANN001
+def test_overlapping_special_tokens_longest_first(adapter) -> None:
     vocab, merges = gpt2_vocab_and_merges()
     double = EOT + EOT
     tok = adapter.get_tokenizer(vocab, merges, [EOT, double])
@@ -98,7 +98,7 @@ def test_overlapping_special_tokens_longest_first(adapter) -> None:  # noqa: ANN
 
 
 @pytest.mark.points(2)
-def test_special_token_that_is_a_substring_of_another(adapter) -> None:  # noqa: ANN001
+def test_special_token_that_is_a_substring_of_another(adapter) -> None:
     vocab, merges = gpt2_vocab_and_merges()
     short, long = "<|sep|>", "<|sep|>!"
     tok = adapter.get_tokenizer(vocab, merges, [short, long])
@@ -108,7 +108,7 @@ def test_special_token_that_is_a_substring_of_another(adapter) -> None:  # noqa:
 
 
 @pytest.mark.points(2)
-def test_decode_replaces_malformed_utf8(adapter) -> None:  # noqa: ANN001
+def test_decode_replaces_malformed_utf8(adapter) -> None:
     vocab = {i: bytes([i]) for i in range(256)}
     tok = adapter.get_tokenizer(vocab, [])
     assert tok.decode([0xC3]) == "\ufffd"  # a lone lead byte
@@ -118,7 +118,7 @@ def test_decode_replaces_malformed_utf8(adapter) -> None:  # noqa: ANN001
 
 @pytest.mark.points(3)
 @pytest.mark.parametrize("name", ["corpus.en", "tinystories_sample.txt", "german.txt"])
-def test_encode_iterable_equals_encode(gpt2, name: str) -> None:  # noqa: ANN001
+def test_encode_iterable_equals_encode(gpt2, name: str) -> None:
     path = shared_data("text", name)
     with open(path, encoding="utf-8") as f:
         streamed = list(gpt2.encode_iterable(f))
@@ -126,7 +126,7 @@ def test_encode_iterable_equals_encode(gpt2, name: str) -> None:  # noqa: ANN001
 
 
 @pytest.mark.points(2)
-def test_encode_iterable_on_odd_chunks(gpt2) -> None:  # noqa: ANN001
+def test_encode_iterable_on_odd_chunks(gpt2) -> None:
     text = read_text("text", "tinystories_sample.txt") * 3
     for size in (1, 7, 50, 4096):
         pieces = [text[i : i + size] for i in range(0, len(text), size)]
@@ -134,14 +134,14 @@ def test_encode_iterable_on_odd_chunks(gpt2) -> None:  # noqa: ANN001
 
 
 @pytest.mark.points(3)
-def test_encode_iterable_memory_is_bounded(gpt2) -> None:  # noqa: ANN001
+def test_encode_iterable_memory_is_bounded(gpt2) -> None:
     """Stream ~2 MB through encode_iterable without keeping the ids: peak Python memory stays well below it."""
     import tracemalloc
 
     line = read_text("text", "tinystories_sample.txt").replace(EOT, "")
     n_lines = 2_000_000 // len(line)
 
-    def lines():  # noqa: ANN202
+    def lines():
         for _ in range(n_lines):
             yield line
 
@@ -156,6 +156,8 @@ def test_encode_iterable_memory_is_bounded(gpt2) -> None:  # noqa: ANN001
 
 
 @pytest.mark.points(1)
-def test_encode_iterable_with_file_handle_and_specials(gpt2) -> None:  # noqa: ANN001
+def test_encode_iterable_with_file_handle_and_specials(gpt2) -> None:
     text = f"one{EOT}\ntwo {EOT}{EOT}\n\nthree\n" * 50
-    assert list(gpt2.encode_iterable(io.StringIO(text))) == tiktoken_gpt2().encode(text, allowed_special={EOT})
+    assert list(gpt2.encode_iterable(io.StringIO(text))) == tiktoken_gpt2().encode(
+        text, allowed_special={EOT}
+    )

@@ -33,7 +33,10 @@ def test_every_valid_start_reachable_and_nothing_else(adapter) -> None:
     torch.manual_seed(0)
     np.random.seed(0)
     seen = np.concatenate(
-        [_starts(adapter.run_get_batch(data, batch_size=32, context_length=ctx, device="cpu")[0]) for _ in range(60)]
+        [
+            _starts(adapter.run_get_batch(data, batch_size=32, context_length=ctx, device="cpu")[0])
+            for _ in range(60)
+        ]
     )
     # valid starts are 0 .. n - ctx - 1 (the last target is data[n - 1])
     assert set(seen.tolist()) == set(range(n - ctx))
@@ -46,13 +49,18 @@ def test_starts_are_uniform(adapter) -> None:
     torch.manual_seed(1)
     np.random.seed(1)
     seen = np.concatenate(
-        [_starts(adapter.run_get_batch(data, batch_size=64, context_length=ctx, device="cpu")[0]) for _ in range(100)]
+        [
+            _starts(adapter.run_get_batch(data, batch_size=64, context_length=ctx, device="cpu")[0])
+            for _ in range(100)
+        ]
     )
     counts = np.bincount(seen, minlength=n - ctx)
     assert len(counts) == n - ctx
     # chi-square goodness of fit against the uniform distribution over the 36 valid starts (6400 draws)
     p = stats.chisquare(counts).pvalue
-    assert p > 1e-4, f"start positions do not look uniform (chi-square p = {p:.2g}); counts = {counts.tolist()}"
+    assert p > 1e-4, (
+        f"start positions do not look uniform (chi-square p = {p:.2g}); counts = {counts.tolist()}"
+    )
 
 
 @pytest.mark.points(1)

@@ -24,11 +24,26 @@ def test_generate_streams_a_continuation(tmp_path: Path, capsys: pytest.CaptureF
     np.save(tmp_path / "valid.npy", np.frombuffer(text[:2000], dtype=np.uint8).astype(np.uint16))
     cfg = dataclasses.replace(
         tiny_config(tmp_path, max_steps=40, eval_interval=0),
-        vocab_size=257, tokenizer=str(tok_dir), lr=2e-2,
+        vocab_size=257,
+        tokenizer=str(tok_dir),
+        lr=2e-2,
     )
     train(cfg, progress=False)
-    rc = main(["generate", "--checkpoint", cfg.out_dir, "--prompt", "the cat", "--max-new-tokens", "24",
-               "--temperature", "0", "--seed", "0"])
+    rc = main(
+        [
+            "generate",
+            "--checkpoint",
+            cfg.out_dir,
+            "--prompt",
+            "the cat",
+            "--max-new-tokens",
+            "24",
+            "--temperature",
+            "0",
+            "--seed",
+            "0",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert out.startswith("the cat")

@@ -36,7 +36,9 @@ def test_top_p_keeps_the_smallest_prefix_reaching_p(probs: torch.Tensor, top_p: 
 def test_temperature_scales_the_softmax() -> None:
     logits = torch.randn(3, 50)
     for t in (0.5, 1.0, 2.0):
-        assert torch.allclose(next_token_distribution(logits, t), torch.softmax(logits / t, dim=-1), atol=1e-6)
+        assert torch.allclose(
+            next_token_distribution(logits, t), torch.softmax(logits / t, dim=-1), atol=1e-6
+        )
     greedy = next_token_distribution(logits, 0.0)
     assert torch.equal(greedy.argmax(-1), logits.argmax(-1)) and torch.equal(greedy.sum(-1), torch.ones(3))
     assert torch.equal(sample_next_token(logits, 0.0), logits.argmax(-1))

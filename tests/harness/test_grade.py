@@ -57,14 +57,17 @@ def test_hostile_adapter_each_failure_recorded_and_run_goes_on(tmp_path: Path) -
         "test_segfault": "crashed",
         "test_hard_exit": "crashed",
         "test_unbounded_memory": "memory",
+        "test_unbounded_shared_memory": "memory",
         "test_correct_after_crashes": "passed",
         "test_missing": "missing",
     }
     assert "SIGABRT" in tests["test_abort"]["message"]
     assert "SIGSEGV" in tests["test_segfault"]["message"]
     assert "code 7" in tests["test_hard_exit"]["message"]
-    assert doc["restarts"] == 4
-    assert doc["total"]["earned"] == 3.0 and doc["total"]["possible"] == 10.0
+    assert "MemoryError" in tests["test_unbounded_memory"]["message"]  # RLIMIT_DATA: fails inside the test
+    assert "memory cap" in tests["test_unbounded_shared_memory"]["message"]  # RSS watchdog: process killed
+    assert doc["restarts"] == 5
+    assert doc["total"]["earned"] == 3.0 and doc["total"]["possible"] == 11.0
 
 
 def test_missing_adapter_file_is_a_clear_error(tmp_path: Path) -> None:

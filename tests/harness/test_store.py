@@ -30,6 +30,9 @@ def test_save_run_needs_machine_and_commit(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="--commit"):
         save_run(doc, tmp_path)
     assert save_run(doc, tmp_path, commit="feedbeef").name == "feedbeef.json"
+    doc["commit_info"] = {"id": "unversioned", "dirty": False}  # what pytest-benchmark writes outside git
+    with pytest.raises(StoreError, match="--commit"):
+        save_run(doc, tmp_path)
     doc["machine_info"].pop("machine_id")
     with pytest.raises(StoreError, match="--machine"):
         save_run(doc, tmp_path, commit="feedbeef")

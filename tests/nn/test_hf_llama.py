@@ -14,16 +14,31 @@ from lmfs.nn.llama_loader import to_hf_llama_state_dict
 def test_logits_match_hf_llama(kv_heads):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = TransformerConfig(vocab_size=97, context_length=24, d_model=32, num_layers=2, num_heads=4, d_ff=48,
-                            num_kv_heads=kv_heads, rope_theta=500.0)
+    cfg = TransformerConfig(
+        vocab_size=97,
+        context_length=24,
+        d_model=32,
+        num_layers=2,
+        num_heads=4,
+        d_ff=48,
+        num_kv_heads=kv_heads,
+        rope_theta=500.0,
+    )
     model = TransformerLM(cfg)
     with torch.no_grad():  # non-trivial gains so that a mis-mapped norm would show
         for name, p in model.named_parameters():
             if name.endswith(("ln1.weight", "ln2.weight", "ln_final.weight")):
                 p.uniform_(0.5, 1.5)
     hf_cfg = transformers.LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=kv_heads, max_position_embeddings=24, rope_theta=500.0, rms_norm_eps=1e-5,
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=24,
+        rope_theta=500.0,
+        rms_norm_eps=1e-5,
         tie_word_embeddings=False,
     )
     hf_cfg._attn_implementation = "eager"

@@ -14,18 +14,28 @@ def test_row_permutation_turns_half_split_rope_into_interleaved():
     """q·k under HF rotate_half RoPE with HF rows = q·k under interleaved RoPE with permuted rows."""
     g = torch.Generator().manual_seed(0)
     n_heads, d_head, d_in, T, theta = 2, 8, 5, 7, 10000.0
-    wq, wk, x = torch.randn(n_heads * d_head, d_in, generator=g), torch.randn(n_heads * d_head, d_in, generator=g), torch.randn(T, d_in, generator=g)
+    wq, wk, x = (
+        torch.randn(n_heads * d_head, d_in, generator=g),
+        torch.randn(n_heads * d_head, d_in, generator=g),
+        torch.randn(T, d_in, generator=g),
+    )
 
     def hf_scores(wq, wk):
         inv = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
         emb = torch.cat([torch.outer(torch.arange(T, dtype=torch.float64), inv)] * 2, dim=-1).float()
-        q, k = (x @ wq.T).view(T, n_heads, d_head).transpose(0, 1), (x @ wk.T).view(T, n_heads, d_head).transpose(0, 1)
+        q, k = (
+            (x @ wq.T).view(T, n_heads, d_head).transpose(0, 1),
+            (x @ wk.T).view(T, n_heads, d_head).transpose(0, 1),
+        )
         q, k = q * emb.cos() + rotate_half(q) * emb.sin(), k * emb.cos() + rotate_half(k) * emb.sin()
         return q @ k.transpose(-1, -2)
 
     def lmfs_scores(wq, wk):
         rope = RotaryEmbedding(theta, d_head, T)
-        q, k = (x @ wq.T).view(T, n_heads, d_head).transpose(0, 1), (x @ wk.T).view(T, n_heads, d_head).transpose(0, 1)
+        q, k = (
+            (x @ wq.T).view(T, n_heads, d_head).transpose(0, 1),
+            (x @ wk.T).view(T, n_heads, d_head).transpose(0, 1),
+        )
         return rope(q) @ rope(k).transpose(-1, -2)
 
     pq, pk = hf_to_interleaved_rows(wq, n_heads), hf_to_interleaved_rows(wk, n_heads)
@@ -94,7 +104,7 @@ def test_smollm2_greedy_generation_is_coherent(smollm2):
             ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
     text = tok.decode(ids[0].tolist())
     assert text.startswith(prompt)
-    assert "Paris" in text[len(prompt):], text
+    assert "Paris" in text[len(prompt) :], text
 
 
 @pytest.mark.slow
@@ -107,7 +117,13 @@ def test_smollm2_tokenizer_data_matches_hf_tokenizers(smollm2):
     fields = read_gguf(path, load_tensors=False).reader.fields
     tokens = fields["tokenizer.ggml.tokens"].contents()
     merges = [tuple(m.split(" ")) for m in fields["tokenizer.ggml.merges"].contents()]
-    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    hf = tokenizers.Tokenizer(
+        tokenizers.models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)
+    )
     hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    for text in ("The capital of France is", "Hello, world! It's a fine day; isn't it?", "  naïve café\n\nend"):
+    for text in (
+        "The capital of France is",
+        "Hello, world! It's a fine day; isn't it?",
+        "  naïve café\n\nend",
+    ):
         assert tok.encode(text) == hf.encode(text).ids, text

@@ -79,7 +79,7 @@ def test_dtype_and_device_arguments():
 @pytest.mark.parametrize(("d_model", "expected"), [(512, 1344), (768, 2048), (64, 192), (16, 64)])
 def test_swiglu_hidden_dim(d_model, expected):
     assert swiglu_hidden_dim(d_model) == expected
-    assert expected % 64 == 0 and abs(expected - 8 * d_model / 3) <= 32 or d_model < 24
+    assert expected % 64 == 0
 
 
 def test_default_d_ff_for_silu_is_4x():
@@ -132,8 +132,15 @@ def test_tied_embeddings_share_one_tensor():
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(), dict(norm="post"), dict(norm="none"), dict(position="none"), dict(ffn="silu", d_ff=64),
-     dict(num_kv_heads=1), dict(tie_embeddings=True)],
+    [
+        dict(),
+        dict(norm="post"),
+        dict(norm="none"),
+        dict(position="none"),
+        dict(ffn="silu", d_ff=64),
+        dict(num_kv_heads=1),
+        dict(tie_embeddings=True),
+    ],
 )
 def test_ablations_train(overrides):
     """Every switch builds, runs forward/backward with gradients everywhere, and a few AdamW steps lower the loss."""
@@ -245,7 +252,9 @@ def test_causal_attention_with_more_keys_than_queries_aligns_to_the_end():
 
 def test_sdpa_rejects_non_bool_masks():
     with pytest.raises(TypeError, match="bool"):
-        scaled_dot_product_attention(torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3), torch.ones(2, 2))
+        scaled_dot_product_attention(
+            torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3), torch.ones(2, 2)
+        )
 
 
 def test_rope_rejects_odd_dim_and_long_sequences():
@@ -276,7 +285,7 @@ def test_load_cs336_state_dict_round_trip_and_errors():
     torch.testing.assert_close(dst(ids), src(ids))
     partial = split_qkv(src.state_dict(), cfg.num_heads)
     del partial["ln_final.weight"]
-    with pytest.raises(KeyError, match="ln_final.weight"):
+    with pytest.raises(KeyError, match=r"ln_final\.weight"):
         load_cs336_state_dict(dst, partial)
     del partial["layers.0.attn.v_proj.weight"]
     with pytest.raises(KeyError, match="v_proj"):

@@ -10,11 +10,16 @@ from lmfs.optim import AdamW, clip_grad_norm_, cosine_lr
 
 def _train(foreach: bool, steps: int = 30, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(5, 4, generator=g).to(dtype)), torch.nn.Parameter(torch.randn(4, generator=g).to(dtype))]
+    params = [
+        torch.nn.Parameter(torch.randn(5, 4, generator=g).to(dtype)),
+        torch.nn.Parameter(torch.randn(4, generator=g).to(dtype)),
+    ]
     opt = AdamW(params, lr=1e-2, weight_decay=0.1, foreach=foreach)
     for i in range(steps):
         for j, p in enumerate(params):
-            p.grad = torch.sin(torch.arange(p.numel(), dtype=torch.float32).reshape(p.shape) * (i + 1) + j).to(dtype)
+            p.grad = torch.sin(
+                torch.arange(p.numel(), dtype=torch.float32).reshape(p.shape) * (i + 1) + j
+            ).to(dtype)
         opt.step()
     return [p.detach() for p in params]
 
@@ -40,7 +45,9 @@ def test_parameters_without_grad_are_untouched_and_get_no_state():
 
 def test_param_groups_with_their_own_weight_decay():
     decayed, plain = torch.nn.Parameter(torch.full((2,), 2.0)), torch.nn.Parameter(torch.full((2,), 2.0))
-    opt = AdamW([{"params": [decayed], "weight_decay": 0.5}, {"params": [plain], "weight_decay": 0.0}], lr=0.1)
+    opt = AdamW(
+        [{"params": [decayed], "weight_decay": 0.5}, {"params": [plain], "weight_decay": 0.0}], lr=0.1
+    )
     decayed.grad, plain.grad = torch.zeros(2), torch.zeros(2)
     opt.step()
     torch.testing.assert_close(decayed.detach(), torch.full((2,), 2.0 * 0.95))

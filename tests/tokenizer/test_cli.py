@@ -13,19 +13,46 @@ from lmfs.tokenizer.report import section
 EOT = "<|endoftext|>"
 
 
-def test_train_encode_decode(tmp_path: Path, corpus_en: str, capsys) -> None:  # noqa: ANN001
+def test_train_encode_decode(tmp_path: Path, corpus_en: str, capsys) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(f"{corpus_en}\n{EOT}\n{corpus_en[:2000]}", encoding="utf-8")
     tok_dir = tmp_path / "tok"
-    rc = main(["tokenizer", "train", str(corpus), "--vocab-size", "400", "--special-token", EOT,
-               "--out", str(tok_dir), "--no-progress", "--workers", "2"])
+    rc = main(
+        [
+            "tokenizer",
+            "train",
+            str(corpus),
+            "--vocab-size",
+            "400",
+            "--special-token",
+            EOT,
+            "--out",
+            str(tok_dir),
+            "--no-progress",
+            "--workers",
+            "2",
+        ]
+    )
     assert rc == 0 and "trained 400 tokens" in capsys.readouterr().out
     stats = json.loads((tok_dir / "train_stats.json").read_text())
     assert stats["num_merges"] == 400 - 257 and stats["peak_rss_mb"] > 0
 
     out = tmp_path / "ids.npy"
-    assert main(["tokenizer", "encode", str(corpus), "--tokenizer", str(tok_dir), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "encode",
+                str(corpus),
+                "--tokenizer",
+                str(tok_dir),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "bytes/token" in capsys.readouterr().out
     ids = np.load(out, mmap_mode="r")
     assert ids.dtype == np.uint16 and (ids == 256).sum() == 1
@@ -38,7 +65,9 @@ def test_train_encode_decode(tmp_path: Path, corpus_en: str, capsys) -> None:  #
     assert capsys.readouterr().out == "Hi\n"
 
     report = tmp_path / "cmp.json"
-    assert main(["tokenizer", "compress", str(corpus), "--tokenizer", str(tok_dir), "--json", str(report)]) == 0
+    assert (
+        main(["tokenizer", "compress", str(corpus), "--tokenizer", str(tok_dir), "--json", str(report)]) == 0
+    )
     data = json.loads(report.read_text())
     assert set(data["tokenizers"]) == {"tok", "gpt2"}
     assert data["tokenizers"]["gpt2"]["bytes_per_token"] > data["tokenizers"]["tok"]["bytes_per_token"] > 1
@@ -50,10 +79,20 @@ def test_report_section(tmp_path: Path) -> None:
     d.mkdir(parents=True)
     (d / "gutenberg-10k.json").write_text("{not json")
     assert section(tmp_path) is None
-    (d / "gutenberg-10k.json").write_text(json.dumps({
-        "train": {"total_s": 10.0, "pretokenize_s": 6.0, "merge_s": 4.0, "peak_rss_mb": 500, "peak_worker_rss_mb": 200},
-        "compression_valid": {"mine": {"vocab_size": 10000, "tokens": 100, "bytes_per_token": 3.6}},
-        "commands": ["lmfs tokenizer train X"],
-    }))
+    (d / "gutenberg-10k.json").write_text(
+        json.dumps(
+            {
+                "train": {
+                    "total_s": 10.0,
+                    "pretokenize_s": 6.0,
+                    "merge_s": 4.0,
+                    "peak_rss_mb": 500,
+                    "peak_worker_rss_mb": 200,
+                },
+                "compression_valid": {"mine": {"vocab_size": 10000, "tokens": 100, "bytes_per_token": 3.6}},
+                "commands": ["lmfs tokenizer train X"],
+            }
+        )
+    )
     s = section(tmp_path)
     assert s is not None and "3.6" in s.html and "lmfs tokenizer train X" in s.html

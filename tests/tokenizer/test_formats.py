@@ -82,7 +82,10 @@ def test_malformed_tiktoken_file(tmp_path: Path) -> None:
         load_tiktoken_ranks(path)
 
 
-TIKTOKEN_FILES = {"gpt2": "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4", "cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"}
+TIKTOKEN_FILES = {
+    "gpt2": "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4",
+    "cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
+}
 
 
 @pytest.mark.parametrize("encoding", sorted(TIKTOKEN_FILES))

@@ -29,10 +29,28 @@ def tiny_config(tmp_path: Path, **overrides: Any) -> TrainConfig:
         write_tokens(train, 6000, seed=0)
         write_tokens(valid, 1500, seed=1)
     values: dict[str, Any] = dict(
-        vocab_size=VOCAB, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64,
-        train_data=str(train), val_data=str(valid), lr=1e-2, min_lr=1e-3, warmup_iters=3, batch_size=8,
-        max_steps=12, eval_interval=4, eval_batches=2, log_interval=1, ckpt_interval=4, keep_checkpoints=2,
-        tensorboard=False, threads=1, seed=0, out_dir=str(tmp_path / "run"),
+        vocab_size=VOCAB,
+        context_length=16,
+        d_model=32,
+        num_layers=2,
+        num_heads=4,
+        d_ff=64,
+        train_data=str(train),
+        val_data=str(valid),
+        lr=1e-2,
+        min_lr=1e-3,
+        warmup_iters=3,
+        batch_size=8,
+        max_steps=12,
+        eval_interval=4,
+        eval_batches=2,
+        log_interval=1,
+        ckpt_interval=4,
+        keep_checkpoints=2,
+        tensorboard=False,
+        threads=1,
+        seed=0,
+        out_dir=str(tmp_path / "run"),
     )
     values.update(overrides)
     return TrainConfig(**values).validate()

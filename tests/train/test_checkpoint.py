@@ -26,7 +26,12 @@ from lmfs.train.checkpoint import (
 
 
 def _draws(gen: torch.Generator) -> tuple:
-    return (random.random(), float(np.random.rand()), float(torch.rand(())), float(torch.rand((), generator=gen)))
+    return (
+        random.random(),
+        float(np.random.rand()),
+        float(torch.rand(())),
+        float(torch.rand((), generator=gen)),
+    )
 
 
 def test_rng_states_round_trip_through_a_file(tmp_path: Path) -> None:
@@ -36,7 +41,9 @@ def test_rng_states_round_trip_through_a_file(tmp_path: Path) -> None:
     torch.manual_seed(3)
     _draws(gen)
     model = torch.nn.Linear(3, 2)
-    save_checkpoint(model, None, 9, tmp_path / "c.pt", generator=gen, config={"a": 1}, extra={"wall_seconds": 1.5})
+    save_checkpoint(
+        model, None, 9, tmp_path / "c.pt", generator=gen, config={"a": 1}, extra={"wall_seconds": 1.5}
+    )
     expected = [_draws(gen) for _ in range(3)]
     _draws(gen)  # move every RNG on
     gen2 = torch.Generator().manual_seed(99)
@@ -81,7 +88,7 @@ def test_latest_ignores_temp_files_and_prune_keeps_newest(tmp_path: Path) -> Non
 
 def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint .*junk.pt"):
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*junk\.pt"):
         read_checkpoint(tmp_path / "junk.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an lmfs checkpoint"):

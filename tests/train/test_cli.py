@@ -25,7 +25,9 @@ def test_train_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert result["steps"] == 4
     assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 5e-3
     # a second call with more steps continues from step 4
-    assert main(["train", "--config", str(path), "--no-progress", "--max-steps", "6", "--set", "lr=5e-3"]) == 0
+    assert (
+        main(["train", "--config", str(path), "--no-progress", "--max-steps", "6", "--set", "lr=5e-3"]) == 0
+    )
     assert json.loads(capsys.readouterr().out)["steps"] == 6
 
 

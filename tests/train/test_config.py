@@ -50,7 +50,15 @@ def test_toml_tables_flatten_and_paths_resolve_against_the_config_folder(tmp_pat
 def test_overrides_are_parsed_by_field_type(tmp_path: Path) -> None:
     cfg = load_config(
         _write(tmp_path),
-        ["lr=1e-4", "max_steps=2e3", "compile=true", "tensorboard=no", "num_kv_heads=2", "norm=post", "min_lr=0"],
+        [
+            "lr=1e-4",
+            "max_steps=2e3",
+            "compile=true",
+            "tensorboard=no",
+            "num_kv_heads=2",
+            "norm=post",
+            "min_lr=0",
+        ],
     )
     assert cfg.lr == 1e-4 and isinstance(cfg.lr, float)
     assert cfg.max_steps == 2000 and isinstance(cfg.max_steps, int)
@@ -61,7 +69,9 @@ def test_overrides_are_parsed_by_field_type(tmp_path: Path) -> None:
 
 def test_json_config(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"d_model": 96, "num_heads": 3, "train_data": "x.npy", "lr": 0.01, "min_lr": 0.001}))
+    path.write_text(
+        json.dumps({"d_model": 96, "num_heads": 3, "train_data": "x.npy", "lr": 0.01, "min_lr": 0.001})
+    )
     cfg = load_config(path)
     assert cfg.d_model == 96 and cfg.num_heads == 3
 
@@ -88,7 +98,7 @@ def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_wrong_type_in_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="d_model in .* must be an integer"):
+    with pytest.raises(ConfigError, match=r"d_model in .* must be an integer"):
         load_config(_write(tmp_path, TOML.replace("d_model = 64", 'd_model = "64x"')))
 
 
@@ -96,11 +106,25 @@ def test_every_bad_value_is_listed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(
             _write(tmp_path),
-            ["lr=-1", "d_model=100", "num_heads=3", "warmup_iters=80", "grad_clip=-2", "device=tpu", "beta2=1.0"],
+            [
+                "lr=-1",
+                "d_model=100",
+                "num_heads=3",
+                "warmup_iters=80",
+                "grad_clip=-2",
+                "device=tpu",
+                "beta2=1.0",
+            ],
         )
     text = str(info.value)
-    for needle in ("lr must be > 0", "d_model (100) must be divisible by num_heads (3)", "warmup_iters (80)",
-                   "grad_clip must be >= 0", "device must be", "beta1, beta2"):
+    for needle in (
+        "lr must be > 0",
+        "d_model (100) must be divisible by num_heads (3)",
+        "warmup_iters (80)",
+        "grad_clip must be >= 0",
+        "device must be",
+        "beta1, beta2",
+    ):
         assert needle in text, f"{needle!r} missing from:\n{text}"
 
 

@@ -24,7 +24,7 @@ def test_npy_and_bin_load_as_memmaps(tmp_path: Path) -> None:
 
 
 def test_token_file_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="token file not found: .*missing.npy"):
+    with pytest.raises(FileNotFoundError, match=r"token file not found: .*missing\.npy"):
         load_tokens(tmp_path / "missing.npy")
     (tmp_path / "odd.bin").write_bytes(b"\x00\x01\x02")
     with pytest.raises(ValueError, match=r"odd.bin has 3 bytes, not a multiple of 2"):
@@ -49,7 +49,10 @@ def test_generator_makes_batches_reproducible() -> None:
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
 
 
-@pytest.mark.parametrize(("device", "message"), [("cuda:99", "not usable"), ("banana", "invalid device"), ("meta", "not supported")])
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("cuda:99", "not usable"), ("banana", "invalid device"), ("meta", "not supported")],
+)
 def test_bad_devices(device: str, message: str) -> None:
     if device == "cuda:99" and torch.cuda.device_count() > 99:  # pragma: no cover
         pytest.skip("a machine with 100 GPUs")

@@ -38,11 +38,27 @@ def test_evaluate_cli_exports_the_bundle(tmp_path: Path, capsys: pytest.CaptureF
     formats = pytest.importorskip("lmfs.tokenizer.formats")
     tok_dir = tmp_path / "tok"
     formats.save_tokenizer(tok_dir, {i: bytes([i]) for i in range(256)}, [], special_tokens=["<|endoftext|>"])
-    cfg = dataclasses.replace(tiny_config(tmp_path, max_steps=3, warmup_iters=1), tokenizer=str(tok_dir), vocab_size=257)
+    cfg = dataclasses.replace(
+        tiny_config(tmp_path, max_steps=3, warmup_iters=1), tokenizer=str(tok_dir), vocab_size=257
+    )
     train(cfg, progress=False)
     dest = tmp_path / "export"
-    assert main(["evaluate", "--checkpoint", cfg.out_dir, "--export", str(dest), "--prompt", "ab",
-                 "--max-new-tokens", "5"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                cfg.out_dir,
+                "--export",
+                str(dest),
+                "--prompt",
+                "ab",
+                "--max-new-tokens",
+                "5",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     summary = json.loads((dest / "summary.json").read_text())
     assert summary["val_loss"] == printed["val_loss"] > 0 and summary["steps"] == 3

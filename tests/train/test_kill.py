@@ -31,13 +31,18 @@ def test_sigkill_during_save_then_resume(tmp_path: Path) -> None:
     env = {**os.environ, SLEEP_HOOK_ENV: "8:120", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lmfs.cli", "train", "--config", str(config_file), "--no-progress"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 120
         while not list(ckpts.glob(".ckpt_00000008.pt.tmp-*")):  # step 8's bytes are written, not yet renamed
             if proc.poll() is not None:
-                pytest.fail(f"training exited early ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(
+                    f"training exited early ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("the save of step 8 never started")
             time.sleep(0.05)

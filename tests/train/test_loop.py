@@ -18,7 +18,9 @@ from tests.train.helpers import tiny_config
 
 
 def _train_losses(out_dir: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["train_loss"]) for r in read_metrics(out_dir / "metrics.jsonl") if r["kind"] == "train"]
+    return [
+        (r["step"], r["train_loss"]) for r in read_metrics(out_dir / "metrics.jsonl") if r["kind"] == "train"
+    ]
 
 
 def _final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
@@ -80,8 +82,10 @@ def test_finished_run_is_not_trained_again(tmp_path: Path) -> None:
     first = train(cfg, progress=False)
     again = train(cfg, progress=False)
     assert again.steps == 4 and again.final_train_loss == first.final_train_loss
-    assert torch.equal(_final_weights(Path(cfg.out_dir))["lm_head.weight"],
-                       read_checkpoint(latest_checkpoint(Path(cfg.out_dir) / "checkpoints"))["model"]["lm_head.weight"])
+    assert torch.equal(
+        _final_weights(Path(cfg.out_dir))["lm_head.weight"],
+        read_checkpoint(latest_checkpoint(Path(cfg.out_dir) / "checkpoints"))["model"]["lm_head.weight"],
+    )
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(
@@ -90,14 +94,16 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(
     calls = {"n": 0}
     real_loss = loop._loss
 
-    def flaky_loss(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def flaky_loss(*args, **kwargs):
         calls["n"] += 1
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 6 else loss  # training step 6 (no evals: eval_interval=0)
 
     monkeypatch.setattr(loop, "_loss", flaky_loss)
     cfg = tiny_config(tmp_path, eval_interval=0, val_data="")
-    with pytest.raises(NonFiniteLossError, match=r"stopped at step 6: loss nan.*last good checkpoint is .*ckpt_00000004.pt"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"stopped at step 6: loss nan.*last good checkpoint is .*ckpt_00000004.pt"
+    ):
         train(cfg, progress=False)
     ckpts = list_checkpoints(Path(cfg.out_dir) / "checkpoints")
     assert [it for it, _ in ckpts] == [4]
@@ -116,13 +122,15 @@ def test_resume_with_a_different_model_is_refused(tmp_path: Path) -> None:
 def test_token_file_shorter_than_context(tmp_path: Path) -> None:
     np.save(tmp_path / "short.npy", np.arange(10, dtype=np.uint16))
     cfg = tiny_config(tmp_path, val_data=str(tmp_path / "short.npy"))
-    with pytest.raises(ConfigError, match=r"val_data .*short.npy has 10 tokens, fewer than context_length \+ 1 = 17"):
+    with pytest.raises(
+        ConfigError, match=r"val_data .*short.npy has 10 tokens, fewer than context_length \+ 1 = 17"
+    ):
         train(cfg, progress=False)
 
 
 def test_missing_token_file(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, train_data=str(tmp_path / "nope.npy"))
-    with pytest.raises(FileNotFoundError, match="nope.npy"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.npy"):
         train(cfg, progress=False)
 
 
@@ -141,5 +149,16 @@ def test_tensorboard_scalars(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_compiled_run_matches_eager(tmp_path: Path) -> None:
     eager = train(tiny_config(tmp_path, out_dir=str(tmp_path / "e"), max_steps=4), progress=False)
-    compiled = train(tiny_config(tmp_path, out_dir=str(tmp_path / "c"), max_steps=4, compile=True), progress=False)
+    compiled = train(
+        tiny_config(tmp_path, out_dir=str(tmp_path / "c"), max_steps=4, compile=True), progress=False
+    )
     assert compiled.final_train_loss == pytest.approx(eager.final_train_loss, rel=1e-3)
+
+
+def test_time_limit_stops_with_checkpoint_and_eval_then_resumes(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, max_wall_seconds=1e-9)
+    stopped = train(cfg, progress=False)
+    assert stopped.steps == 0 and stopped.final_val_loss is not None
+    assert list_checkpoints(Path(cfg.out_dir) / "checkpoints") == []  # nothing to save at step 0
+    done = train(dataclasses.replace(cfg, max_wall_seconds=0.0), progress=False)
+    assert done.steps == cfg.max_steps
