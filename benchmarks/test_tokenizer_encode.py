@@ -99,7 +99,7 @@ def test_encode_whole_file(benchmark, impl: str, tmp_path: Path, tiktoken_gpt2) 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("impl", ["lmfs", "tiktoken"])
-def test_encode_whole_file_100mb(benchmark, impl: str, tmp_path: Path, tiktoken_gpt2) -> None:  # noqa: ANN001
+def test_encode_whole_file_100mb(benchmark, impl: str, tmp_path: Path, tiktoken_gpt2) -> None:
     """gutenberg_train.txt (100 MB) to a uint16 .npy: the cold-cache start-up cost is amortized here."""
     from lmfs.tokenizer.counting import available_cores
 

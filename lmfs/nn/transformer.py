@@ -16,9 +16,16 @@ from lmfs.nn.rmsnorm import RMSNorm
 from lmfs.nn.rope import RotaryEmbedding
 
 
+class NoNorm(nn.Module):
+    """The identity, standing where an RMSNorm would be in the no-norm / post-norm ablations."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
 def _norm(config: TransformerConfig, device, dtype) -> nn.Module:
     if config.norm == "none":
-        return nn.Identity()
+        return NoNorm()
     return RMSNorm(config.d_model, eps=config.eps, device=device, dtype=dtype)
 
 
@@ -91,7 +98,7 @@ class TransformerLM(nn.Module):
             TransformerBlock(config, rope=rope, attention_fn=attention_fn, device=device, dtype=dtype)
             for _ in range(config.num_layers)
         )
-        self.ln_final = _norm(config, device, dtype) if config.norm == "pre" else nn.Identity()
+        self.ln_final = _norm(config, device, dtype) if config.norm == "pre" else NoNorm()
         self.lm_head = Linear(config.d_model, config.vocab_size, device=device, dtype=dtype)
         if config.tie_embeddings:
             # a shared table must suit both ends: embeddings at N(0, 1) would give logits of size √d_model

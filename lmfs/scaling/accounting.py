@@ -60,10 +60,13 @@ class ModelShape:
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ModelShape.{name} must be a positive int, got {value!r}")
         if self.d_model % self.num_heads:
-            raise ValueError(f"ModelShape: d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(
+                f"ModelShape: d_model {self.d_model} is not divisible by num_heads {self.num_heads}"
+            )
         if self.num_heads % self.kv_heads:
-            raise ValueError(f"ModelShape: num_heads {self.num_heads} is not a multiple of num_kv_heads "
-                             f"{self.kv_heads}")
+            raise ValueError(
+                f"ModelShape: num_heads {self.num_heads} is not a multiple of num_kv_heads {self.kv_heads}"
+            )
         if self.ffn not in ("swiglu", "silu") or self.norm not in ("pre", "post", "none"):
             raise ValueError(f"ModelShape: unknown ffn {self.ffn!r} or norm {self.norm!r}")
 
@@ -71,11 +74,16 @@ class ModelShape:
     def from_config(cls, config: Any) -> ModelShape:
         """From an ``lmfs.nn.TransformerConfig`` (or anything with the same attributes)."""
         return cls(
-            vocab_size=config.vocab_size, context_length=config.context_length, d_model=config.d_model,
-            num_layers=config.num_layers, num_heads=config.num_heads, d_ff=config.d_ff,
+            vocab_size=config.vocab_size,
+            context_length=config.context_length,
+            d_model=config.d_model,
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            d_ff=config.d_ff,
             num_kv_heads=getattr(config, "num_kv_heads", None),
             tie_embeddings=bool(getattr(config, "tie_embeddings", False)),
-            ffn=getattr(config, "ffn", "swiglu"), norm=getattr(config, "norm", "pre"),
+            ffn=getattr(config, "ffn", "swiglu"),
+            norm=getattr(config, "norm", "pre"),
             position=getattr(config, "position", "rope"),
         )
 
@@ -129,8 +137,14 @@ def param_count(shape: ModelShape) -> ParamCount:
     head = 0 if s.tie_embeddings else s.vocab_size * d
     non_emb = attn + ffn + norms
     return ParamCount(
-        embedding=emb, attention=attn, ffn=ffn, norms=norms, lm_head=head, total=emb + non_emb + head,
-        non_embedding=non_emb, rule_12ld2=12 * L * d * d,
+        embedding=emb,
+        attention=attn,
+        ffn=ffn,
+        norms=norms,
+        lm_head=head,
+        total=emb + non_emb + head,
+        non_embedding=non_emb,
+        rule_12ld2=12 * L * d * d,
     )
 
 
@@ -157,8 +171,9 @@ class FlopCount:
         return self.total / self.tokens
 
 
-def forward_flops(shape: ModelShape, batch_size: int, seq_len: int | None = None, *,
-                  include_loss: bool = True) -> FlopCount:
+def forward_flops(
+    shape: ModelShape, batch_size: int, seq_len: int | None = None, *, include_loss: bool = True
+) -> FlopCount:
     """Forward FLOPs of one batch ``(batch_size, seq_len)`` (default ``seq_len = context_length``)."""
     s = shape
     T = s.context_length if seq_len is None else seq_len
@@ -209,8 +224,11 @@ def six_nd_comparison(shape: ModelShape, n_tokens: float, seq_len: int | None = 
         "six_nd_total": 6.0 * p.total * n_tokens,
         "six_nd_non_embedding": 6.0 * p.non_embedding * n_tokens,
         "six_nd_with_head": 6.0 * (p.non_embedding + shape.vocab_size * shape.d_model) * n_tokens,
-        "kaplan": (6.0 * (p.non_embedding + shape.vocab_size * shape.d_model)
-                   + 12.0 * shape.num_layers * T * shape.d_model) * n_tokens,
+        "kaplan": (
+            6.0 * (p.non_embedding + shape.vocab_size * shape.d_model)
+            + 12.0 * shape.num_layers * T * shape.d_model
+        )
+        * n_tokens,
     }
     out: dict[str, float] = {"exact": exact}
     for k, v in approx.items():
@@ -247,31 +265,46 @@ class MemoryEstimate:
         return self.params + self.grads + self.optimizer + self.activations
 
     def as_dict(self) -> dict[str, int]:
-        return {"params": self.params, "grads": self.grads, "optimizer": self.optimizer,
-                "activations": self.activations, "total": self.total}
+        return {
+            "params": self.params,
+            "grads": self.grads,
+            "optimizer": self.optimizer,
+            "activations": self.activations,
+            "total": self.total,
+        }
 
 
-def activation_bytes(shape: ModelShape, batch_size: int, seq_len: int | None = None, bytes_per: int = 4) -> int:
+def activation_bytes(
+    shape: ModelShape, batch_size: int, seq_len: int | None = None, bytes_per: int = 4
+) -> int:
     """Estimated bytes of the tensors autograd saves for backward in one forward pass + loss (naive
     attention; activations of ``bytes_per`` bytes, token ids int64, the causal mask bool)."""
     s = shape
     T = s.context_length if seq_len is None else seq_len
     BT = batch_size * T
     n_norms = s.norms_per_block
-    per_block = (
-        BT * ((ACT_PER_BLOCK_D + ACT_PER_NORM_D * n_norms) * s.d_model + ACT_PER_BLOCK_FF[s.ffn] * s.d_ff + n_norms)
-        + batch_size * s.num_heads * T * (ACT_PER_BLOCK_SCORES * T + 2)
-    )
+    per_block = BT * (
+        (ACT_PER_BLOCK_D + ACT_PER_NORM_D * n_norms) * s.d_model + ACT_PER_BLOCK_FF[s.ffn] * s.d_ff + n_norms
+    ) + batch_size * s.num_heads * T * (ACT_PER_BLOCK_SCORES * T + 2)
     final_norm = 1 if s.norm == "pre" else 0
     final = BT * ((1 + ACT_PER_NORM_D * final_norm) * s.d_model + final_norm + ACT_FINAL_V * s.vocab_size + 2)
     return bytes_per * (s.num_layers * per_block + final) + 8 * BT + s.num_layers * T * T
 
 
-def memory_estimate(shape: ModelShape, batch_size: int, seq_len: int | None = None, *, param_bytes: int = 4,
-                    act_bytes: int = 4, optimizer_states: int = 2) -> MemoryEstimate:
+def memory_estimate(
+    shape: ModelShape,
+    batch_size: int,
+    seq_len: int | None = None,
+    *,
+    param_bytes: int = 4,
+    act_bytes: int = 4,
+    optimizer_states: int = 2,
+) -> MemoryEstimate:
     """Weights + grads + AdamW state + activations of one step (fp32 by default)."""
     n = param_count(shape).total
     return MemoryEstimate(
-        params=param_bytes * n, grads=param_bytes * n, optimizer=4 * optimizer_states * n,
+        params=param_bytes * n,
+        grads=param_bytes * n,
+        optimizer=4 * optimizer_states * n,
         activations=activation_bytes(shape, batch_size, seq_len, act_bytes),
     )

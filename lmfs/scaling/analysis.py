@@ -32,24 +32,34 @@ def _interval(values: Sequence[float]) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def isoflop_summary(df: pd.DataFrame, approach: int, targets: Sequence[float], n_boot: int, seed: int
-                    ) -> dict[str, Any]:
+def isoflop_summary(
+    df: pd.DataFrame, approach: int, targets: Sequence[float], n_boot: int, seed: int
+) -> dict[str, Any]:
     fit = fit_isoflop(df, approach)
     n, d = fit.predict(targets)
     loss = fit.loss_law(targets)
     boot = bootstrap_isoflop(df, approach, targets, n_boot=n_boot, seed=seed) if n_boot else pd.DataFrame()
     preds = []
     for i, c in enumerate(targets):
-        row: dict[str, Any] = {"compute": float(c), "n_opt": float(n[i]), "d_opt": float(d[i]),
-                               "loss": float(loss[i])}
+        row: dict[str, Any] = {
+            "compute": float(c),
+            "n_opt": float(n[i]),
+            "d_opt": float(d[i]),
+            "loss": float(loss[i]),
+        }
         if len(boot):
             b = boot[np.isclose(boot["compute"], c)]
             for col, key in (("n_opt", "n_opt"), ("d_opt", "d_opt"), ("loss_opt", "loss")):
                 row[f"{key}_lo"], row[f"{key}_hi"] = _interval(b[col])
         preds.append(row)
     out: dict[str, Any] = {
-        "a": fit.n_law.a, "b": fit.d_law.a, "k_n": fit.n_law.k, "k_d": fit.d_law.k,
-        "loss_exponent": fit.loss_law.a, "predictions": preds, "notes": fit.notes,
+        "a": fit.n_law.a,
+        "b": fit.d_law.a,
+        "k_n": fit.n_law.k,
+        "k_d": fit.d_law.k,
+        "loss_exponent": fit.loss_law.a,
+        "predictions": preds,
+        "notes": fit.notes,
         "optima": fit.optima.to_dict(orient="records"),
     }
     if len(boot):
@@ -60,20 +70,26 @@ def isoflop_summary(df: pd.DataFrame, approach: int, targets: Sequence[float], n
     return out
 
 
-def parametric_summary(df: pd.DataFrame, targets: Sequence[float], n_boot: int, seed: int,
-                       progress: bool = False) -> dict[str, Any]:
+def parametric_summary(
+    df: pd.DataFrame, targets: Sequence[float], n_boot: int, seed: int, progress: bool = False
+) -> dict[str, Any]:
     fit = fit_chinchilla(df["n_params"], df["tokens"], df["loss"])
     p = fit.params
     boots: list[ChinchillaParams] = []
     if n_boot:
-        boots = bootstrap_chinchilla(df["n_params"], df["tokens"], df["loss"], n_boot=n_boot, seed=seed,
-                                     base=fit, progress=progress)
+        boots = bootstrap_chinchilla(
+            df["n_params"], df["tokens"], df["loss"], n_boot=n_boot, seed=seed, base=fit, progress=progress
+        )
     n, d = p.allocation(targets)
     loss = p.optimal_loss(targets)
     preds = []
     for i, c in enumerate(targets):
-        row: dict[str, Any] = {"compute": float(c), "n_opt": float(n[i]), "d_opt": float(d[i]),
-                               "loss": float(loss[i])}
+        row: dict[str, Any] = {
+            "compute": float(c),
+            "n_opt": float(n[i]),
+            "d_opt": float(d[i]),
+            "loss": float(loss[i]),
+        }
         if boots:
             nb = [float(b.allocation(c)[0]) for b in boots]
             db = [float(b.allocation(c)[1]) for b in boots]
@@ -82,8 +98,16 @@ def parametric_summary(df: pd.DataFrame, targets: Sequence[float], n_boot: int, 
             row["d_opt_lo"], row["d_opt_hi"] = _interval(db)
             row["loss_lo"], row["loss_hi"] = _interval(lb)
         preds.append(row)
-    out: dict[str, Any] = {"params": p.as_dict(), "a": p.a, "b": p.b, "objective": fit.objective,
-                           "n_starts": fit.n_starts, "converged": fit.converged, "predictions": preds, "notes": []}
+    out: dict[str, Any] = {
+        "params": p.as_dict(),
+        "a": p.a,
+        "b": p.b,
+        "objective": fit.objective,
+        "n_starts": fit.n_starts,
+        "converged": fit.converged,
+        "predictions": preds,
+        "notes": [],
+    }
     if boots:
         ci = {k: _interval([getattr(b, k) for b in boots]) for k in ("E", "A", "B", "alpha", "beta")}
         ci["a"] = _interval([b.a for b in boots])
@@ -92,12 +116,25 @@ def parametric_summary(df: pd.DataFrame, targets: Sequence[float], n_boot: int, 
     return out
 
 
-def analyze_table(df: pd.DataFrame, *, name: str = "table", approaches: Sequence[int] = (1, 2, 3),
-                  targets: Sequence[float] = TARGETS, n_boot: int = 200, seed: int = 0,
-                  progress: bool = False) -> dict[str, Any]:
+def analyze_table(
+    df: pd.DataFrame,
+    *,
+    name: str = "table",
+    approaches: Sequence[int] = (1, 2, 3),
+    targets: Sequence[float] = TARGETS,
+    n_boot: int = 200,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Fit the requested approaches on a canonical table (``n_params, compute, tokens, loss``)."""
-    out: dict[str, Any] = {"table": name, "rows": len(df), "budgets": int(df["compute"].nunique()),
-                           "targets": [float(t) for t in targets], "n_boot": n_boot, "approaches": {}}
+    out: dict[str, Any] = {
+        "table": name,
+        "rows": len(df),
+        "budgets": int(df["compute"].nunique()),
+        "targets": [float(t) for t in targets],
+        "n_boot": n_boot,
+        "approaches": {},
+    }
     for ap in approaches:
         if ap in (1, 2):
             try:

@@ -16,11 +16,19 @@ def register(groups: dict[str, Any]) -> None:
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
     f = sub.add_parser("fit", help="fit Chinchilla Approaches 1-3 to a table, with bootstrap intervals")
-    f.add_argument("--table", default="isoflops",
-                   help="epoch | isoflops | sweep | path to a CSV/JSON/JSONL (columns N, C or D, loss)")
-    f.add_argument("--approach", type=int, nargs="+", default=None, choices=(1, 2, 3),
-                   help="approaches to fit (default: 1 2 3; only 3 for the epoch table, which has no isoFLOP "
-                        "budgets)")
+    f.add_argument(
+        "--table",
+        default="isoflops",
+        help="epoch | isoflops | sweep | path to a CSV/JSON/JSONL (columns N, C or D, loss)",
+    )
+    f.add_argument(
+        "--approach",
+        type=int,
+        nargs="+",
+        default=None,
+        choices=(1, 2, 3),
+        help="approaches to fit (default: 1 2 3; only 3 for the epoch table, which has no isoFLOP budgets)",
+    )
     f.add_argument("--boot", type=int, default=200, help="bootstrap resamples (0: none)")
     f.add_argument("--targets", type=float, nargs="+", default=[1e23, 1e24], help="budgets to predict at")
     f.add_argument("--seed", type=int, default=0)
@@ -29,8 +37,14 @@ def register(groups: dict[str, Any]) -> None:
 
     pr = sub.add_parser("predict", help="compute-optimal N, D and loss at budgets from a fitted law")
     pr.add_argument("--table", default="epoch", help="table to fit by Approach 3 (as in `fit`)")
-    pr.add_argument("--params", type=float, nargs=5, metavar=("E", "A", "B", "ALPHA", "BETA"), default=None,
-                    help="use these constants instead of fitting a table")
+    pr.add_argument(
+        "--params",
+        type=float,
+        nargs=5,
+        metavar=("E", "A", "B", "ALPHA", "BETA"),
+        default=None,
+        help="use these constants instead of fitting a table",
+    )
     pr.add_argument("--budget", type=float, nargs="+", default=[1e23, 1e24])
     pr.set_defaults(func=cmd_predict)
 
@@ -38,14 +52,27 @@ def register(groups: dict[str, Any]) -> None:
     s.add_argument("--budget", type=float, default=2e18, help="total FLOPs budget (default 2e18)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--state", default=None, help="JSON file keeping the queries between calls")
-    s.add_argument("--query", type=float, nargs=6, default=None,
-                   metavar=("D_MODEL", "LAYERS", "HEADS", "BATCH", "LR", "FLOPS"), help="run one query")
-    s.add_argument("--target", type=float, default=1e19, help="budget the strategy predicts for (default 1e19)")
+    s.add_argument(
+        "--query",
+        type=float,
+        nargs=6,
+        default=None,
+        metavar=("D_MODEL", "LAYERS", "HEADS", "BATCH", "LR", "FLOPS"),
+        help="run one query",
+    )
+    s.add_argument(
+        "--target", type=float, default=1e19, help="budget the strategy predicts for (default 1e19)"
+    )
+    s.add_argument("--out", default=None, help="write the strategy's runs and evaluation here (JSON)")
     s.set_defaults(func=cmd_simulate)
 
     w = sub.add_parser("sweep", help="train a grid of small lmfs models at several FLOP budgets (resumable)")
-    w.add_argument("--budgets", type=float, nargs="+", default=None, help="FLOP budgets (exact training FLOPs)")
-    w.add_argument("--sizes", type=float, nargs="+", default=None, help="target non-embedding parameter counts")
+    w.add_argument(
+        "--budgets", type=float, nargs="+", default=None, help="FLOP budgets (exact training FLOPs)"
+    )
+    w.add_argument(
+        "--sizes", type=float, nargs="+", default=None, help="target non-embedding parameter counts"
+    )
     w.add_argument("--batch-size", type=int, default=None)
     w.add_argument("--context-length", type=int, default=None)
     w.add_argument("--lr", type=float, default=None)
@@ -63,8 +90,15 @@ def register(groups: dict[str, Any]) -> None:
     w.set_defaults(func=cmd_sweep)
 
     fl = sub.add_parser("flops", help="parameters, FLOPs (by component), 6ND error and memory of one model")
-    for name, default in (("vocab-size", 10_000), ("context-length", 256), ("d-model", 512), ("num-layers", 4),
-                          ("num-heads", 16), ("d-ff", 1344), ("batch-size", 32)):
+    for name, default in (
+        ("vocab-size", 10_000),
+        ("context-length", 256),
+        ("d-model", 512),
+        ("num-layers", 4),
+        ("num-heads", 16),
+        ("d-ff", 1344),
+        ("batch-size", 32),
+    ):
         fl.add_argument(f"--{name}", type=int, default=default)
     fl.add_argument("--num-kv-heads", type=int, default=None)
     fl.add_argument("--tie-embeddings", action="store_true")
@@ -86,10 +120,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     df = load_named(args.table)
     approaches = args.approach or ((3,) if args.table == "epoch" else (1, 2, 3))
-    summary = analyze_table(df, name=args.table, approaches=approaches, targets=args.targets, n_boot=args.boot,
-                            seed=args.seed, progress=sys.stderr.isatty())
-    print(f"table {args.table}: {summary['rows']} rows, {summary['budgets']} distinct budgets, "
-          f"{args.boot} bootstrap resamples (95% percentile intervals)")
+    summary = analyze_table(
+        df,
+        name=args.table,
+        approaches=approaches,
+        targets=args.targets,
+        n_boot=args.boot,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
+    print(
+        f"table {args.table}: {summary['rows']} rows, {summary['budgets']} distinct budgets, "
+        f"{args.boot} bootstrap resamples (95% percentile intervals)"
+    )
     for ap, res in summary["approaches"].items():
         if "error" in res:
             print(f"Approach {ap}: {res['error']}")
@@ -104,8 +147,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
         for note in res.get("notes", []):
             print(f"  note: {note}")
     frame = predictions_frame(summary)
-    cols = [c for c in ("approach", "compute", "n_opt", "n_opt_lo", "n_opt_hi", "d_opt", "loss", "loss_lo",
-                        "loss_hi") if c in frame]
+    cols = [
+        c
+        for c in (
+            "approach",
+            "compute",
+            "n_opt",
+            "n_opt_lo",
+            "n_opt_hi",
+            "d_opt",
+            "loss",
+            "loss_lo",
+            "loss_hi",
+        )
+        if c in frame
+    ]
     print(frame[cols].to_string(index=False, float_format=_fmt))
     if args.out:
         atomic_write_json(args.out, summary)
@@ -128,7 +184,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{'budget':>10} {'N_opt':>12} {'D_opt':>12} {'D/N':>8} {'loss':>8}")
     for c in args.budget:
         n, d = p.allocation(c)
-        print(f"{c:>10.3g} {float(n):>12.4g} {float(d):>12.4g} {float(d / n):>8.2f} {float(p.loss(n, d)):>8.4f}")
+        print(
+            f"{c:>10.3g} {float(n):>12.4g} {float(d):>12.4g} {float(d / n):>8.2f} {float(p.loss(n, d)):>8.4f}"
+        )
     return 0
 
 
@@ -157,9 +215,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         res = run_isoflop_strategy(sim, target=args.target)
         print(res.runs.to_string(index=False, float_format=_fmt))
         print(json.dumps({k: float(f"{v:.6g}") for k, v in res.summary().items()}, indent=1))
-        print(f"strategy: N_opt predicted {res.n_opt_pred:.4g} vs true {res.n_opt_true:.4g} "
-              f"(ratio {res.n_ratio:.3f}); loss {res.loss_pred:.4f} vs {res.loss_true:.4f} "
-              f"({100 * res.loss_error:+.2f}%); spent {res.spent:.3g} of {sim.total_budget:.3g}")
+        print(
+            f"strategy: N_opt predicted {res.n_opt_pred:.4g} vs true {res.n_opt_true:.4g} "
+            f"(ratio {res.n_ratio:.3f}); loss {res.loss_pred:.4f} vs {res.loss_true:.4f} "
+            f"({100 * res.loss_error:+.2f}%); spent {res.spent:.3g} of {sim.total_budget:.3g}"
+        )
+        if args.out:
+            from lmfs.scaling.io import atomic_write_json
+
+            atomic_write_json(
+                args.out,
+                {
+                    "summary": res.summary(),
+                    "lr_law": list(res.lr_law),
+                    "truth": sim.to_dict()["truth"],
+                    "seed": sim.seed,
+                    "runs": res.runs.to_dict(orient="records"),
+                },
+            )
+            print(f"wrote {args.out}")
     if args.state:
         sim.save(args.state)
     return 0
@@ -171,11 +245,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lmfs.scaling.sweep import SweepSpec, plan, run_sweep
 
     spec = SweepSpec()
-    for arg, fld in (("budgets", "budgets"), ("sizes", "sizes"), ("batch_size", "batch_size"),
-                     ("context_length", "context_length"), ("lr", "lr"), ("eval_batches", "eval_batches"),
-                     ("min_steps", "min_steps"), ("device", "device"), ("threads", "threads"),
-                     ("train_data", "train_data"), ("val_data", "val_data"), ("runs_dir", "runs_dir"),
-                     ("table", "table")):
+    for arg, fld in (
+        ("budgets", "budgets"),
+        ("sizes", "sizes"),
+        ("batch_size", "batch_size"),
+        ("context_length", "context_length"),
+        ("lr", "lr"),
+        ("eval_batches", "eval_batches"),
+        ("min_steps", "min_steps"),
+        ("device", "device"),
+        ("threads", "threads"),
+        ("train_data", "train_data"),
+        ("val_data", "val_data"),
+        ("runs_dir", "runs_dir"),
+        ("table", "table"),
+    ):
         value = getattr(args, arg)
         if value is not None:
             setattr(spec, fld, tuple(value) if isinstance(value, list) else value)
@@ -185,14 +269,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(note)
         for r in runs:
             s = r["shape"]
-            print(f"{r['run_id']:>22}  d={s.d_model:<4} L={s.num_layers:<2} H={s.num_heads:<2} d_ff={s.d_ff:<5} "
-                  f"steps={r['steps']:<6} tokens={r['tokens']:<9} FLOPs={r['compute_actual']:.3g}")
+            print(
+                f"{r['run_id']:>22}  d={s.d_model:<4} L={s.num_layers:<2} H={s.num_heads:<2} d_ff={s.d_ff:<5} "
+                f"steps={r['steps']:<6} tokens={r['tokens']:<9} FLOPs={r['compute_actual']:.3g}"
+            )
         print(f"{len(runs)} runs, {sum(r['compute_actual'] for r in runs):.3g} FLOPs in all")
         return 0
     for path in (spec.train_data, spec.val_data):
         if not Path(path).exists():
-            print(f"sweep: token file {path} not found; make it with the tokenizer (runs/data/gutenberg-10k) or "
-                  "pass --train-data/--val-data", file=sys.stderr)
+            print(
+                f"sweep: token file {path} not found; make it with the tokenizer (runs/data/gutenberg-10k) or "
+                "pass --train-data/--val-data",
+                file=sys.stderr,
+            )
             return 2
     df = run_sweep(spec)
     print(df.to_string(index=False, float_format=_fmt))
@@ -202,8 +291,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from lmfs.scaling.sweep import spec_dict
         from lmfs.scaling.tables import canonical
 
-        summary = analyze_table(canonical(df, spec.table), name=Path(spec.table).stem, n_boot=args.boot,
-                                targets=[1e13, 1e14])
+        summary = analyze_table(
+            canonical(df, spec.table), name=Path(spec.table).stem, n_boot=args.boot, targets=[1e13, 1e14]
+        )
         summary["spec"] = spec_dict(spec)
         out = Path(spec.table).with_name(Path(spec.table).stem + "_fit.json")
         atomic_write_json(out, summary)
@@ -223,23 +313,36 @@ def cmd_flops(args: argparse.Namespace) -> int:
         training_step_flops,
     )
 
-    shape = ModelShape(vocab_size=args.vocab_size, context_length=args.context_length, d_model=args.d_model,
-                       num_layers=args.num_layers, num_heads=args.num_heads, d_ff=args.d_ff,
-                       num_kv_heads=args.num_kv_heads, tie_embeddings=args.tie_embeddings)
+    shape = ModelShape(
+        vocab_size=args.vocab_size,
+        context_length=args.context_length,
+        d_model=args.d_model,
+        num_layers=args.num_layers,
+        num_heads=args.num_heads,
+        d_ff=args.d_ff,
+        num_kv_heads=args.num_kv_heads,
+        tie_embeddings=args.tie_embeddings,
+    )
     p = param_count(shape)
-    print(f"parameters: total {p.total:,}  non-embedding {p.non_embedding:,}  12·L·d² {p.rule_12ld2:,} "
-          f"({100 * p.rule_error:+.1f}%)  embedding {p.embedding:,}  lm_head {p.lm_head:,}")
+    print(
+        f"parameters: total {p.total:,}  non-embedding {p.non_embedding:,}  12·L·d² {p.rule_12ld2:,} "
+        f"({100 * p.rule_error:+.1f}%)  embedding {p.embedding:,}  lm_head {p.lm_head:,}"
+    )
     fwd = forward_flops(shape, args.batch_size)
-    print(f"forward FLOPs of one batch ({args.batch_size}×{args.context_length}): {fwd.total:.4g} "
-          f"(matmuls {fwd.matmul:.4g}); training step {training_step_flops(shape, args.batch_size):.4g}")
+    print(
+        f"forward FLOPs of one batch ({args.batch_size}×{args.context_length}): {fwd.total:.4g} "
+        f"(matmuls {fwd.matmul:.4g}); training step {training_step_flops(shape, args.batch_size):.4g}"
+    )
     for k, v in sorted(fwd.components.items(), key=lambda kv: -kv[1]):
         print(f"  {k:<12} {v:>12.4g}  {100 * v / fwd.total:5.1f}%")
     tokens = args.tokens or 20 * p.total
     cmp = six_nd_comparison(shape, tokens)
-    print(f"training on {tokens:.3g} tokens: exact {cmp['exact']:.4g} FLOPs; 6·N·D with N = total "
-          f"{100 * cmp['six_nd_total_error']:+.1f}%, non-embedding {100 * cmp['six_nd_non_embedding_error']:+.1f}%, "
-          f"non-embedding + lm_head {100 * cmp['six_nd_with_head_error']:+.1f}%, Kaplan (+12·L·T·d) "
-          f"{100 * cmp['kaplan_error']:+.1f}%")
+    print(
+        f"training on {tokens:.3g} tokens: exact {cmp['exact']:.4g} FLOPs; 6·N·D with N = total "
+        f"{100 * cmp['six_nd_total_error']:+.1f}%, non-embedding {100 * cmp['six_nd_non_embedding_error']:+.1f}%, "
+        f"non-embedding + lm_head {100 * cmp['six_nd_with_head_error']:+.1f}%, Kaplan (+12·L·T·d) "
+        f"{100 * cmp['kaplan_error']:+.1f}%"
+    )
     mem = memory_estimate(shape, args.batch_size)
     print("memory (fp32, AdamW): " + "  ".join(f"{k} {v / 2**20:,.1f} MiB" for k, v in mem.as_dict().items()))
     return 0

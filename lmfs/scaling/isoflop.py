@@ -85,8 +85,16 @@ def per_budget_optima(df: pd.DataFrame, approach: int) -> pd.DataFrame:
             log_d = np.log(g["tokens"].to_numpy(dtype=np.float64))
             slope, icpt = np.polyfit(x, log_d, 1)  # tokens are a smooth function of size at fixed C
             d_opt = float(np.exp(icpt + slope * x_opt))
-        rows.append({"compute": float(c), "n_opt": n_opt, "d_opt": d_opt, "loss_opt": loss_opt,
-                     "n_runs": len(g), "extrapolated": extrap})
+        rows.append(
+            {
+                "compute": float(c),
+                "n_opt": n_opt,
+                "d_opt": d_opt,
+                "loss_opt": loss_opt,
+                "n_runs": len(g),
+                "extrapolated": extrap,
+            }
+        )
     return pd.DataFrame(rows, columns=["compute", "n_opt", "d_opt", "loss_opt", "n_runs", "extrapolated"])
 
 
@@ -112,15 +120,20 @@ def fit_isoflop(df: pd.DataFrame, approach: int = 2) -> IsoflopFit:
     notes = []
     n_budgets = df["compute"].nunique()
     if len(opt) < n_budgets:
-        notes.append(f"{n_budgets - len(opt)} of {n_budgets} budgets gave no parabola vertex (too few sizes or "
-                     "concave) and were left out")
+        notes.append(
+            f"{n_budgets - len(opt)} of {n_budgets} budgets gave no parabola vertex (too few sizes or "
+            "concave) and were left out"
+        )
     if opt["extrapolated"].any():
         notes.append(f"{int(opt['extrapolated'].sum())} vertices lie outside their budget's sampled sizes")
     if len(opt) < 2:
-        raise ValueError(f"Approach {approach}: only {len(opt)} budget(s) gave an optimum; need 2 or more for a "
-                         "power law (add budgets, or more sizes per budget around the minimum)")
+        raise ValueError(
+            f"Approach {approach}: only {len(opt)} budget(s) gave an optimum; need 2 or more for a "
+            "power law (add budgets, or more sizes per budget around the minimum)"
+        )
     return IsoflopFit(
-        approach=approach, optima=opt,
+        approach=approach,
+        optima=opt,
         n_law=fit_power_law(opt["compute"], opt["n_opt"]),
         d_law=fit_power_law(opt["compute"], opt["d_opt"]),
         loss_law=fit_power_law(opt["compute"], opt["loss_opt"]),
@@ -147,6 +160,15 @@ def bootstrap_isoflop(
         n, d = fit.predict(tgt)
         loss = fit.loss_law(tgt)
         for c, nn, dd, ll in zip(tgt, n, d, loss, strict=True):
-            rows.append({"boot": i, "compute": c, "n_opt": nn, "d_opt": dd, "loss_opt": ll,
-                         "a": fit.n_law.a, "b": fit.d_law.a})
+            rows.append(
+                {
+                    "boot": i,
+                    "compute": c,
+                    "n_opt": nn,
+                    "d_opt": dd,
+                    "loss_opt": ll,
+                    "a": fit.n_law.a,
+                    "b": fit.d_law.a,
+                }
+            )
     return pd.DataFrame(rows)

@@ -127,7 +127,9 @@ def _as_logs(
     return np.log(n), np.log(d), np.log(loss)
 
 
-def huber(r: npt.NDArray[np.float64], delta: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def huber(
+    r: npt.NDArray[np.float64], delta: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Huber loss and its derivative, elementwise: ``r²/2`` inside ``|r| ≤ δ``, ``δ(|r| − δ/2)`` outside."""
     absr = np.abs(r)
     inside = absr <= delta
@@ -181,17 +183,29 @@ def objective_on_grid(
     return value.sum(axis=1)
 
 
+_BLAS_LIMIT_DEPTH = 0
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Limit BLAS to one thread while fitting: L-BFGS-B's tiny BLAS calls on a busy machine are ~10-50×
-    slower with OpenBLAS's threads spinning. Uses threadpoolctl when installed, else does nothing."""
+    slower with OpenBLAS's threads spinning. Uses threadpoolctl when installed, else does nothing.
+    Re-entrant: nested uses cost nothing (entering threadpoolctl's limit takes ~2 ms)."""
+    global _BLAS_LIMIT_DEPTH
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - optional speed-up
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    if _BLAS_LIMIT_DEPTH:
         yield
+        return
+    _BLAS_LIMIT_DEPTH += 1
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        _BLAS_LIMIT_DEPTH -= 1
 
 
 def _local_fit(
@@ -234,8 +248,12 @@ def fit_chinchilla(
     assert best is not None, "no start produced a finite objective"
     x, fun, ok, msg = best
     return ParametricFit(
-        params=ChinchillaParams.from_theta(x), objective=fun, n_starts=len(points), n_rows=logs[0].size,
-        converged=ok, message=msg,
+        params=ChinchillaParams.from_theta(x),
+        objective=fun,
+        n_starts=len(points),
+        n_rows=logs[0].size,
+        converged=ok,
+        message=msg,
     )
 
 

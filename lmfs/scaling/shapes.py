@@ -28,8 +28,9 @@ class ShapeRule:
     max_layers: int = 48
 
 
-def shape_for_params(n_target: float, vocab_size: int, context_length: int,
-                     rule: ShapeRule | None = None) -> ModelShape:
+def shape_for_params(
+    n_target: float, vocab_size: int, context_length: int, rule: ShapeRule | None = None
+) -> ModelShape:
     """The shape whose non-embedding parameter count is nearest to ``n_target`` (in log ratio) among the
     shapes with ``num_layers`` within ±1 of the aspect rule's ``(N/(12·aspect²))^(1/3)``."""
     r = rule or ShapeRule()
@@ -44,8 +45,14 @@ def shape_for_params(n_target: float, vocab_size: int, context_length: int,
             if d % heads or (d // heads) % 2:
                 continue
             d_ff = max(r.ff_multiple, r.ff_multiple * round(8 * d / 3 / r.ff_multiple))
-            shape = ModelShape(vocab_size=vocab_size, context_length=context_length, d_model=d,
-                               num_layers=layers, num_heads=heads, d_ff=d_ff)
+            shape = ModelShape(
+                vocab_size=vocab_size,
+                context_length=context_length,
+                d_model=d,
+                num_layers=layers,
+                num_heads=heads,
+                d_ff=d_ff,
+            )
             n = param_count(shape).non_embedding
             score = abs(math.log(n / n_target)) + 0.05 * abs(d / layers - r.aspect) / r.aspect
             if best is None or score < best[0]:

@@ -31,8 +31,24 @@ import numpy as np
 from lmfs.scaling.io import atomic_write_json
 from lmfs.scaling.parametric import ChinchillaParams
 
-TRAIN_FLOPS_CHOICES = (1e13, 3e13, 6e13, 1e14, 3e14, 6e14, 1e15, 3e15, 6e15, 1e16, 3e16, 6e16, 1e17, 3e17,
-                       6e17, 1e18)
+TRAIN_FLOPS_CHOICES = (
+    1e13,
+    3e13,
+    6e13,
+    1e14,
+    3e14,
+    6e14,
+    1e15,
+    3e15,
+    6e15,
+    1e16,
+    3e16,
+    6e16,
+    1e17,
+    3e17,
+    6e17,
+    1e18,
+)
 DEFAULT_BUDGET = 2e18
 
 
@@ -114,25 +130,42 @@ class TrainingAPISimulator:
             if not (isinstance(v, int | np.integer) and lo <= v <= hi):
                 raise ValueError(f"simulator: {name}={v!r} must be an integer in [{lo}, {hi}]")
         if cfg["d_model"] % cfg["num_heads"]:
-            raise ValueError(f"simulator: d_model {cfg['d_model']} must be divisible by num_heads {cfg['num_heads']}")
+            raise ValueError(
+                f"simulator: d_model {cfg['d_model']} must be divisible by num_heads {cfg['num_heads']}"
+            )
         if cfg["batch_size"] not in r.batch_size:
             raise ValueError(f"simulator: batch_size={cfg['batch_size']!r} must be one of {r.batch_size}")
         lo, hi = r.learning_rate
         if not lo <= cfg["learning_rate"] <= hi:
             raise ValueError(f"simulator: learning_rate={cfg['learning_rate']!r} must lie in [{lo}, {hi}]")
         if not any(np.isclose(cfg["train_flops"], c, rtol=1e-9) for c in r.train_flops):
-            raise ValueError(f"simulator: train_flops={cfg['train_flops']!r} must be one of {list(r.train_flops)}")
+            raise ValueError(
+                f"simulator: train_flops={cfg['train_flops']!r} must be one of {list(r.train_flops)}"
+            )
 
     def _noise(self, key: tuple) -> float:
         digest = hashlib.sha256(repr((self.seed, *key)).encode()).digest()
         return float(np.random.default_rng(int.from_bytes(digest[:8], "little")).standard_normal())
 
-    def query(self, d_model: int, num_layers: int, num_heads: int, batch_size: int, learning_rate: float,
-              train_flops: float) -> float:
+    def query(
+        self,
+        d_model: int,
+        num_layers: int,
+        num_heads: int,
+        batch_size: int,
+        learning_rate: float,
+        train_flops: float,
+    ) -> float:
         """The final loss of one training run. Repeats are free; over-budget queries raise
         :class:`BudgetExceededError`; out-of-range parameters raise ValueError."""
-        cfg = {"d_model": d_model, "num_layers": num_layers, "num_heads": num_heads, "batch_size": batch_size,
-               "learning_rate": float(learning_rate), "train_flops": float(train_flops)}
+        cfg = {
+            "d_model": d_model,
+            "num_layers": num_layers,
+            "num_heads": num_heads,
+            "batch_size": batch_size,
+            "learning_rate": float(learning_rate),
+            "train_flops": float(train_flops),
+        }
         self._validate(cfg)
         key = tuple(cfg.values())
         for q in self.history:
@@ -153,13 +186,21 @@ class TrainingAPISimulator:
     # ------------------------------------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total_budget": self.total_budget, "seed": self.seed, "truth": asdict(self.truth),
-                "history": self.history}
+        return {
+            "total_budget": self.total_budget,
+            "seed": self.seed,
+            "truth": asdict(self.truth),
+            "history": self.history,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainingAPISimulator:
-        return cls(total_budget=float(d["total_budget"]), truth=GroundTruth(**d["truth"]), seed=int(d["seed"]),
-                   history=list(d["history"]))
+        return cls(
+            total_budget=float(d["total_budget"]),
+            truth=GroundTruth(**d["truth"]),
+            seed=int(d["seed"]),
+            history=list(d["history"]),
+        )
 
     def save(self, path: str | Path) -> None:
         """Write the state atomically (temp file + os.replace)."""

@@ -13,8 +13,8 @@ import multiprocessing as mp
 import os
 import tempfile
 import time
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np

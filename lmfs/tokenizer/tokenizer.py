@@ -39,6 +39,9 @@ class Tokenizer:
         merges: merged pairs of token bytes, in creation order (rank 0 first).
         special_tokens: strings that are always one token and never split; added to the vocab when missing.
         pattern: the pre-tokenizer regex (default GPT-2's; see :data:`~lmfs.tokenizer.pretokenize.CL100K_PATTERN`).
+        whole_token_first: tiktoken's rule: a pre-token whose bytes are a vocab token is that token, without
+            running the merges. Right for OpenAI's files (the loaders set it); off by default, where merges are
+            applied in creation order to every pre-token.
     """
 
     def __init__(
@@ -47,7 +50,9 @@ class Tokenizer:
         merges: Sequence[tuple[bytes, bytes]],
         special_tokens: Sequence[str] | None = None,
         pattern: str = GPT2_PATTERN,
+        whole_token_first: bool = False,
     ) -> None:
+        self.whole_token_first = whole_token_first
         self.vocab: dict[int, bytes] = dict(vocab)
         self.merges: list[tuple[bytes, bytes]] = list(merges)
         self.pattern = pattern
@@ -68,6 +73,7 @@ class Tokenizer:
                 self.vocab[new] = b
                 self.token_to_id[b] = new
             self.special_to_id[s] = self.token_to_id[b]
+        self._special_ids = set(self.special_to_id.values())
         # merge ranks on ids: (left id, right id) -> (rank, merged id)
         self.ranks: dict[tuple[int, int], tuple[int, int]] = {}
         for rank, (left, right) in enumerate(self.merges):
@@ -108,6 +114,10 @@ class Tokenizer:
             data = piece.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates
             data = piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+        if self.whole_token_first:
+            whole = self.token_to_id.get(data)
+            if whole is not None and whole not in self._special_ids:
+                return [whole]
         ids = list(data) if self._byte_ids is None else [self._byte_ids[x] for x in data]
         if len(ids) < 2:
             return ids
@@ -215,7 +225,7 @@ class Tokenizer:
                 if m.start() >= limit:
                     break
                 if m.start() > base:
-                    out += self._encode_pretokens(self._pat.findall(buf, base, m.start()))
+                    out += self._encode_plain(buf[base : m.start()])
                 out.append(self.special_to_id[m.group()])
                 base = m.end()
         if self._coarse is not None:

@@ -10,9 +10,9 @@ The merge loop never rescans all pairs. It keeps
 Merging pair ``(a, b)`` into ``c`` touches only the pre-tokens in ``where[(a, b)]``: around each merge site the
 pairs ``(prev, a)``/``(b, next)`` lose the pre-token's frequency and ``(prev, c)``/``(c, next)`` gain it.
 
-Ties are broken towards the lexicographically greater pair of byte strings. ``tie_key`` makes that a min-heap
-order: each token's bytes become ``(255 - byte, ..., 256)``, which reverses lexicographic order (a prefix sorts
-after its extensions), and a pair's key is the concatenation of its two tokens' keys.
+Ties are broken towards the lexicographically greater pair of byte strings. ``tie_key`` turns that into a
+min-heap order: :func:`_reverse_key` maps a token to bytes whose order is the reverse of the tokens' order
+(a prefix sorts after its extensions), and a pair's key is the concatenation of its two tokens' keys.
 """
 
 from __future__ import annotations

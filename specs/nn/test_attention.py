@@ -186,14 +186,20 @@ def test_mha_with_rope_matches_reference(adapter):
         heads=st.sampled_from([1, 2, 4]),
         d_head=st.sampled_from([2, 4, 8]),
         seq=st.integers(1, 10),
-        offset=st.integers(0, 5),
+        offsets=st.lists(st.integers(0, 5), min_size=2, max_size=2),
+        pos_shape=st.sampled_from(["(seq,)", "(1, seq)", "(batch, seq)"]),
         theta=st.sampled_from([10000.0, 100.0]),
     )
-    def check(seed, heads, d_head, seq, offset, theta):
+    def check(seed, heads, d_head, seq, offsets, pos_shape, theta):
         d_model = heads * d_head
         wq, wk, wv, wo = _mha_weights(d_model, seed)
         x = _randn(2, seq, d_model, seed=seed + 9)
-        pos = torch.arange(seq) + offset
+        pos = {
+            "(seq,)": torch.arange(seq) + offsets[0],
+            # RoPE only sees relative positions: strides other than 1 make the positions observable
+            "(1, seq)": torch.arange(seq)[None] * 2 + offsets[0],
+            "(batch, seq)": torch.arange(seq)[None] * torch.tensor([[1], [2]]) + torch.tensor(offsets)[:, None],
+        }[pos_shape]
         out = adapter.run_multihead_self_attention_with_rope(
             d_model, heads, 32, theta, wq, wk, wv, wo, x, pos
         )

@@ -28,8 +28,10 @@ def _forward(w: dict[str, torch.Tensor], ids: torch.Tensor, num_layers: int, num
     mask = torch.ones(T, T, dtype=torch.bool).tril()
     for i in range(num_layers):
         h = _rmsnorm(x, w[f"{i}.ln1"])
-        q, k, v = (t.view(B, T, num_heads, dh).transpose(1, 2) for t in (h @ w[f"{i}.wq"].T, h @ w[f"{i}.wk"].T,
-                                                                            h @ w[f"{i}.wv"].T))
+        q, k, v = (
+            t.view(B, T, num_heads, dh).transpose(1, 2)
+            for t in (h @ w[f"{i}.wq"].T, h @ w[f"{i}.wk"].T, h @ w[f"{i}.wv"].T)
+        )
         s = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
         p = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1)
         a = (p @ v).transpose(1, 2).reshape(B, T, d)
@@ -39,15 +41,30 @@ def _forward(w: dict[str, torch.Tensor], ids: torch.Tensor, num_layers: int, num
     return _rmsnorm(x, w["lnf"]) @ w["head"].T
 
 
-def reference_lm_flops(vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int,
-                       d_ff: int, batch_size: int) -> tuple[int, int]:
+def reference_lm_flops(
+    vocab_size: int,
+    context_length: int,
+    d_model: int,
+    num_layers: int,
+    num_heads: int,
+    d_ff: int,
+    batch_size: int,
+) -> tuple[int, int]:
     """(forward FLOPs, forward + backward FLOPs) that FlopCounterMode counts (matmuls only)."""
     g = torch.Generator().manual_seed(0)
     shapes = {"emb": (vocab_size, d_model), "lnf": (d_model,), "head": (vocab_size, d_model)}
     for i in range(num_layers):
-        shapes |= {f"{i}.ln1": (d_model,), f"{i}.ln2": (d_model,), f"{i}.wq": (d_model, d_model),
-                   f"{i}.wk": (d_model, d_model), f"{i}.wv": (d_model, d_model), f"{i}.wo": (d_model, d_model),
-                   f"{i}.w1": (d_ff, d_model), f"{i}.w3": (d_ff, d_model), f"{i}.w2": (d_model, d_ff)}
+        shapes |= {
+            f"{i}.ln1": (d_model,),
+            f"{i}.ln2": (d_model,),
+            f"{i}.wq": (d_model, d_model),
+            f"{i}.wk": (d_model, d_model),
+            f"{i}.wv": (d_model, d_model),
+            f"{i}.wo": (d_model, d_model),
+            f"{i}.w1": (d_ff, d_model),
+            f"{i}.w3": (d_ff, d_model),
+            f"{i}.w2": (d_model, d_ff),
+        }
     w = {k: (torch.randn(s, generator=g) * 0.02).requires_grad_() for k, s in shapes.items()}
     ids = torch.randint(0, vocab_size, (batch_size, context_length), generator=g)
     with FlopCounterMode(display=False) as fwd:
@@ -59,8 +76,9 @@ def reference_lm_flops(vocab_size: int, context_length: int, d_model: int, num_l
     return int(fwd.get_total_flops()), int(both.get_total_flops())
 
 
-def chinchilla_loss(n: np.ndarray, d: np.ndarray, E: float, A: float, B: float, alpha: float,
-                    beta: float) -> np.ndarray:
+def chinchilla_loss(
+    n: np.ndarray, d: np.ndarray, E: float, A: float, B: float, alpha: float, beta: float
+) -> np.ndarray:
     return E + A / n**alpha + B / d**beta
 
 
@@ -70,8 +88,9 @@ def law_grid(n_sizes: int = 8, n_token_counts: int = 8) -> tuple[np.ndarray, np.
     return n.ravel(), d.ravel()
 
 
-def isoflop_parabola_table(k: float, a: float, budgets: np.ndarray, offsets: np.ndarray, curvature: float = 0.05
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def isoflop_parabola_table(
+    k: float, a: float, budgets: np.ndarray, offsets: np.ndarray, curvature: float = 0.05
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs at ``N = N*(C)·exp(offsets)`` with ``N*(C) = k·C^a`` and loss ``L₀(C) + curvature·(ln N − ln N*)²``
     (``L₀(C) = 10·C^(−0.05)``): each budget's losses are an exact parabola in ``ln N`` with vertex at N*."""
     cs, ns, ls = [], [], []

@@ -35,8 +35,15 @@ def test_training_flops_linear_in_batch(adapter):
 
 @pytest.mark.points(1)
 def test_training_flops_grow_with_every_dimension(adapter):
-    base = dict(vocab_size=512, context_length=64, d_model=64, num_layers=2, num_heads=4, d_ff=176, batch_size=2)
+    base = dict(
+        vocab_size=512, context_length=64, d_model=64, num_layers=2, num_heads=4, d_ff=176, batch_size=2
+    )
     f0 = adapter.run_training_flops(**base)
-    for key, bigger in (("vocab_size", 1024), ("context_length", 128), ("d_model", 128), ("num_layers", 3),
-                        ("d_ff", 256)):
+    for key, bigger in (
+        ("vocab_size", 1024),
+        ("context_length", 128),
+        ("d_model", 128),
+        ("num_layers", 3),
+        ("d_ff", 256),
+    ):
         assert adapter.run_training_flops(**{**base, key: bigger}) > f0, key

@@ -57,7 +57,9 @@ def test_recovers_law_under_noise(adapter, name):
 
 
 @pytest.mark.points(3)
-@pytest.mark.skipif(not (SHARED / "chinchilla_epoch_extracted.csv").exists(), reason="needs ../shared/data/scaling")
+@pytest.mark.skipif(
+    not (SHARED / "chinchilla_epoch_extracted.csv").exists(), reason="needs ../shared/data/scaling"
+)
 def test_reproduces_epoch_refit(adapter):
     """Epoch AI (Besiroglu et al. 2024): the 240 lowest-loss rows, D = C/(6N), summed Huber δ=1e-3 on log
     loss → E 1.8172, A 482.01, B 2085.43, α 0.3478, β 0.3658 (N_opt ∝ C^0.513)."""
@@ -82,9 +84,12 @@ def test_compute_optimal_allocation(adapter, name, compute):
     law = LAWS[name]
     n_opt, d_opt = adapter.run_chinchilla_allocation(**law, compute_budget=compute)
     assert 6 * n_opt * d_opt == pytest.approx(compute, rel=1e-9)
-    res = minimize_scalar(lambda x: chinchilla_loss(np.exp(x), compute / (6 * np.exp(x)), **law),
-                          bounds=(np.log(1e3), np.log(compute / 6) - np.log(1e3)), method="bounded",
-                          options={"xatol": 1e-10})
+    res = minimize_scalar(
+        lambda x: chinchilla_loss(np.exp(x), compute / (6 * np.exp(x)), **law),
+        bounds=(np.log(1e3), np.log(compute / 6) - np.log(1e3)),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
     assert n_opt == pytest.approx(np.exp(res.x), rel=1e-4)
 
 
@@ -100,11 +105,18 @@ def law_params(draw: st.DrawFn) -> dict:
     then no fit is well-posed, let alone invariant."""
     alpha, beta = draw(st.floats(0.25, 0.5)), draw(st.floats(0.25, 0.5))
     t_n, t_d = draw(st.floats(0.2, 3.0)), draw(st.floats(0.2, 3.0))
-    return {"E": draw(st.floats(0.5, 3.0)), "A": t_n * N_MID**alpha, "B": t_d * D_MID**beta,
-            "alpha": alpha, "beta": beta}
+    return {
+        "E": draw(st.floats(0.5, 3.0)),
+        "A": t_n * N_MID**alpha,
+        "B": t_d * D_MID**beta,
+        "alpha": alpha,
+        "beta": beta,
+    }
 
 
-FIT_SETTINGS = settings(max_examples=6, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # each fit ~0.3 s
+FIT_SETTINGS = settings(
+    max_examples=6, phases=[Phase.explicit, Phase.reuse, Phase.generate]
+)  # each fit ~0.3 s
 
 
 def _noisy(law: dict, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

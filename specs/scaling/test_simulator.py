@@ -29,8 +29,16 @@ def test_repeats_are_free_and_identical(adapter):
 
 
 @pytest.mark.points(1)
-@pytest.mark.parametrize("bad", [dict(d_model=2048), dict(num_layers=40), dict(learning_rate=1e-1),
-                                 dict(batch_size=100), dict(train_flops=2e13)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(d_model=2048),
+        dict(num_layers=40),
+        dict(learning_rate=1e-1),
+        dict(batch_size=100),
+        dict(train_flops=2e13),
+    ],
+)
 def test_out_of_range_queries_raise(adapter, bad):
     sim = adapter.get_scaling_api_simulator(total_flops_budget=2e18, seed=0)
     with pytest.raises(ValueError):

@@ -26,6 +26,7 @@ from lmfs.nn import (
     swiglu_hidden_dim,
     trunc_normal_,
 )
+from lmfs.nn.transformer import NoNorm
 
 TRUNC3_STD = 0.986582  # std of N(0, 1) truncated to ±3
 
@@ -164,7 +165,7 @@ def test_ablations_train(overrides):
 def test_ablation_structure():
     assert not any(isinstance(m, RMSNorm) for m in TransformerLM(tiny(norm="none")).modules())
     post = TransformerLM(tiny(norm="post"))
-    assert isinstance(post.ln_final, torch.nn.Identity) and isinstance(post.layers[0].ln1, RMSNorm)
+    assert isinstance(post.ln_final, NoNorm) and isinstance(post.layers[0].ln1, RMSNorm)
     assert not hasattr(TransformerLM(tiny(ffn="silu")).layers[0].ffn, "w3")
     assert TransformerLM(tiny(position="none")).rope is None
 

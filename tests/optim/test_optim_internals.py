@@ -86,3 +86,13 @@ def test_cosine_lr_edge_cases():
     assert cosine_lr(6, 1.0, 0.1, 5, 5) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="warmup_iters"):
         cosine_lr(0, 1.0, 0.1, 10, 5)
+
+
+def test_clip_mixed_dtypes_share_one_norm():
+    a = torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))
+    b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    a.grad, b.grad = torch.tensor([3.0, 0, 0], dtype=torch.bfloat16), torch.tensor([4.0, 0], dtype=torch.float64)
+    assert clip_grad_norm_([a, b], 1.0).item() == pytest.approx(5.0)
+    assert a.grad.dtype == torch.bfloat16 and b.grad.dtype == torch.float64
+    torch.testing.assert_close(a.grad.float(), torch.tensor([0.6, 0, 0]), rtol=1e-2, atol=0)
+    torch.testing.assert_close(b.grad, torch.tensor([0.8, 0], dtype=torch.float64), rtol=1e-6, atol=0)

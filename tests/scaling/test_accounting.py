@@ -19,8 +19,16 @@ from lmfs.scaling.accounting import (
 
 CONFIGS = [
     dict(vocab_size=97, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=48),
-    dict(vocab_size=50, context_length=12, d_model=24, num_layers=3, num_heads=6, d_ff=40, num_kv_heads=2,
-         tie_embeddings=True),
+    dict(
+        vocab_size=50,
+        context_length=12,
+        d_model=24,
+        num_layers=3,
+        num_heads=6,
+        d_ff=40,
+        num_kv_heads=2,
+        tie_embeddings=True,
+    ),
     dict(vocab_size=64, context_length=8, d_model=16, num_layers=1, num_heads=2, d_ff=64, ffn="silu"),
     dict(vocab_size=64, context_length=10, d_model=16, num_layers=2, num_heads=2, d_ff=32, norm="post"),
 ]
@@ -79,8 +87,15 @@ def test_activation_estimate_matches_saved_tensors(kw):
 
 
 def test_rule_of_thumb_and_six_nd():
-    shape = ModelShape(vocab_size=50_257, context_length=1024, d_model=1600, num_layers=48, num_heads=25,
-                       d_ff=6400, ffn="silu")  # GPT-2 XL-like: 12·L·d² is exact up to the norms
+    shape = ModelShape(
+        vocab_size=50_257,
+        context_length=1024,
+        d_model=1600,
+        num_layers=48,
+        num_heads=25,
+        d_ff=6400,
+        ffn="silu",
+    )  # GPT-2 XL-like: 12·L·d² is exact up to the norms
     p = param_count(shape)
     assert abs(p.rule_error) < 1e-3
     cmp = six_nd_comparison(shape, 1e9)

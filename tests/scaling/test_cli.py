@@ -11,15 +11,38 @@ from lmfs.paths import has_shared_data
 
 
 def test_predict_from_params(capsys):
-    assert main(["scaling", "predict", "--params", "1.69", "406.4", "410.7", "0.34", "0.28", "--budget",
-                 "1e23"]) == 0
+    assert (
+        main(["scaling", "predict", "--params", "1.69", "406.4", "410.7", "0.34", "0.28", "--budget", "1e23"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "a=0.4516" in out  # β/(α+β) = 0.28/0.62
 
 
 def test_flops(capsys):
-    assert main(["scaling", "flops", "--d-model", "64", "--num-heads", "4", "--d-ff", "176", "--num-layers",
-                 "2", "--context-length", "32", "--vocab-size", "100", "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "scaling",
+                "flops",
+                "--d-model",
+                "64",
+                "--num-heads",
+                "4",
+                "--d-ff",
+                "176",
+                "--num-layers",
+                "2",
+                "--context-length",
+                "32",
+                "--vocab-size",
+                "100",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "non-embedding" in out and "lm_head" in out and "Kaplan" in out
 
@@ -35,8 +58,23 @@ def test_simulate_query_with_state(tmp_path, capsys):
 
 
 def test_sweep_dry_run(tmp_path, capsys):
-    assert main(["scaling", "sweep", "--dry-run", "--budgets", "1e11", "--sizes", "4e4", "1e5",
-                 "--table", str(tmp_path / "t.csv")]) == 0
+    assert (
+        main(
+            [
+                "scaling",
+                "sweep",
+                "--dry-run",
+                "--budgets",
+                "3e11",
+                "--sizes",
+                "4e4",
+                "1e5",
+                "--table",
+                str(tmp_path / "t.csv"),
+            ]
+        )
+        == 0
+    )
     assert "2 runs" in capsys.readouterr().out
 
 

@@ -84,11 +84,16 @@ def test_huber_and_gradient():
     n, d = rng.uniform(17, 23, 50), rng.uniform(19, 26, 50)
     logl = np.log(LAW.loss(np.exp(n), np.exp(d))) + rng.normal(0, 0.01, 50)
     theta = LAW.theta() + 0.05
-    f, grad = objective(theta, n, d, logl)
+    _, grad = objective(theta, n, d, logl)
     eps = 1e-7
-    num = [(objective(theta + eps * np.eye(5)[i], n, d, logl)[0] - objective(theta - eps * np.eye(5)[i], n, d,
-                                                                               logl)[0]) / (2 * eps)
-           for i in range(5)]
+    num = [
+        (
+            objective(theta + eps * np.eye(5)[i], n, d, logl)[0]
+            - objective(theta - eps * np.eye(5)[i], n, d, logl)[0]
+        )
+        / (2 * eps)
+        for i in range(5)
+    ]
     assert np.allclose(grad, num, rtol=1e-5, atol=1e-9)
 
 

@@ -39,7 +39,9 @@ def test_shape_for_stays_in_range():
     sim = TrainingAPISimulator()
     for n in (1e4, 1e6, 1e8, 1e10):
         s = shape_for(n, sim=sim)
-        assert 64 <= s["d_model"] <= 1024 and 2 <= s["num_layers"] <= 24 and s["d_model"] % s["num_heads"] == 0
+        assert (
+            64 <= s["d_model"] <= 1024 and 2 <= s["num_layers"] <= 24 and s["d_model"] % s["num_heads"] == 0
+        )
 
 
 @pytest.mark.parametrize("seed", [0, 1])

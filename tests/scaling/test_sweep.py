@@ -18,8 +18,14 @@ class FakeResult:
 
 
 def _spec(tmp_path, **kw) -> SweepSpec:
-    return SweepSpec(budgets=(1e11, 3e11), sizes=(4e4, 1e5, 2.5e5), runs_dir=str(tmp_path / "runs"),
-                     table=str(tmp_path / "sweep.csv"), **kw)
+    return SweepSpec(
+        budgets=(1e11, 3e11),
+        sizes=(4e4, 1e5, 2.5e5),
+        min_steps=20,
+        runs_dir=str(tmp_path / "runs"),
+        table=str(tmp_path / "sweep.csv"),
+        **kw,
+    )
 
 
 def test_shape_for_params_is_close():
@@ -42,6 +48,7 @@ def test_plan_spends_the_budget(tmp_path):
 def test_resumes_run_by_run(tmp_path):
     spec = _spec(tmp_path)
     runs, _ = plan(spec)
+    assert len(runs) >= 4
     calls: list[str] = []
 
     def flaky(cfg):
@@ -55,13 +62,21 @@ def test_resumes_run_by_run(tmp_path):
     assert len(read_results(spec.table)) == 2  # the finished runs survived the crash
 
     calls.clear()
-    df = run_sweep(spec, train_fn=lambda cfg: (calls.append(cfg.out_dir), FakeResult(5.0, 5.1))[1],
-                   progress=False, log=lambda s: None)
+    df = run_sweep(
+        spec,
+        train_fn=lambda cfg: (calls.append(cfg.out_dir), FakeResult(5.0, 5.1))[1],
+        progress=False,
+        log=lambda s: None,
+    )
     assert len(calls) == len(runs) - 2  # only the runs not yet in the table
     assert len(df) == len(runs) and df["run_id"].is_unique
     calls.clear()
-    run_sweep(spec, train_fn=lambda cfg: calls.append(cfg) or FakeResult(5.0, 5.1), progress=False,
-              log=lambda s: None)
+    run_sweep(
+        spec,
+        train_fn=lambda cfg: calls.append(cfg) or FakeResult(5.0, 5.1),
+        progress=False,
+        log=lambda s: None,
+    )
     assert calls == []
 
 
