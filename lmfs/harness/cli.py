@@ -80,11 +80,14 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     import subprocess
     import tempfile
 
-    from lmfs.harness.store import StoreError, save_run
+    from lmfs.harness.machine import git_commit
+    from lmfs.harness.store import StoreError, commit_stem, save_run
     from lmfs.paths import project_root
 
     root = project_root()
     suites = args.suite or [str(root / "benchmarks")]
+    head, dirty = git_commit(root)  # the code that runs is the code checked out now, not at the end of the run
+    commit = args.commit or (commit_stem(head, dirty) if head else None)
     with tempfile.TemporaryDirectory(prefix="lmfs-bench-") as tmp:
         out = Path(tmp) / "bench.json"
         cmd = [sys.executable, "-m", "pytest", *suites, "-m", args.m, "--benchmark-only",
@@ -103,7 +106,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
 
             doc["machine_info"].update(machine_info())  # a suite outside benchmarks/ (no conftest): same box
         try:
-            path = save_run(doc, _reports_dir(args), args.machine, args.commit)
+            path = save_run(doc, _reports_dir(args), args.machine, commit)
         except StoreError as exc:
             return _err(str(exc))
     print(f"stored {path}" + (f" (pytest exit {rc}: some benchmarks failed)" if rc else ""))

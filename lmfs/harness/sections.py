@@ -104,18 +104,19 @@ def _throughput(row: Any) -> str:
         if val is not None and val == val and row.median > 0:  # not None / NaN
             rate = val / row.median
             rate = rate / 1e6 if key == "bytes" else rate / 1e9 if key == "flops" else rate
-            out.append(f"{rate:,.4g} {unit}")
+            out.append(f"{rate:,.0f} {unit}" if rate >= 1000 else f"{rate:.3g} {unit}")
     return ", ".join(out)
 
 
 def peer_table(latest: Any) -> Any:
-    """Per group with an lmfs entry and at least one peer: lmfs median, peer median, time and speed ratios."""
+    """Per group with an lmfs entry and at least one peer: lmfs median, peer median, time and speed ratios.
+    Variants of lmfs itself (impl ``lmfs-…``) are not peers; they show in the full table."""
     import pandas as pd
 
     rows = []
     for group, g in latest.groupby("group", sort=True):
         ours = g[g["impl"] == "lmfs"]
-        peers = g[g["impl"] != "lmfs"]
+        peers = g[~g["impl"].str.startswith("lmfs")]
         for o in ours.itertuples():
             for p in peers.itertuples():
                 rows.append({

@@ -24,8 +24,11 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
     # the shift is a constant for the gradient (softmax is shift-invariant): detach it so that autograd
     # does not route a (zero) gradient through amax, which costs a full pass over x
     shifted = x - x.amax(dim=dim, keepdim=True).detach()
-    exp = torch.exp(shifted)
-    return exp / exp.sum(dim=dim, keepdim=True)
+    exp = shifted.exp_()  # in place on a fresh tensor: subtraction's backward does not need its output
+    total = exp.sum(dim=dim, keepdim=True)
+    if exp.requires_grad:
+        return exp / total  # exp is saved for the backward of exp_: no more in-place ops on it
+    return exp.div_(total)
 
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -45,7 +48,7 @@ def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor |
     d_k = Q.shape[-1]
     scores = torch.matmul(Q * (1.0 / math.sqrt(d_k)), K.transpose(-2, -1))  # scale the smaller operand
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores.masked_fill_(~mask, float("-inf"))  # scores is fresh and matmul's backward does not need it
     return torch.matmul(softmax(scores, dim=-1), V)
 
 

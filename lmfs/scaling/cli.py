@@ -73,6 +73,7 @@ def register(groups: dict[str, Any]) -> None:
     w.add_argument(
         "--sizes", type=float, nargs="+", default=None, help="target non-embedding parameter counts"
     )
+    w.add_argument("--max-sizes", type=int, default=None, help="per budget, keep the largest this-many sizes")
     w.add_argument("--batch-size", type=int, default=None)
     w.add_argument("--context-length", type=int, default=None)
     w.add_argument("--lr", type=float, default=None)
@@ -248,6 +249,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for arg, fld in (
         ("budgets", "budgets"),
         ("sizes", "sizes"),
+        ("max_sizes", "max_sizes"),
         ("batch_size", "batch_size"),
         ("context_length", "context_length"),
         ("lr", "lr"),

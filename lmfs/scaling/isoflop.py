@@ -83,8 +83,11 @@ def per_budget_optima(df: pd.DataFrame, approach: int) -> pd.DataFrame:
             d_opt = float(c) / (6.0 * n_opt)
         else:
             log_d = np.log(g["tokens"].to_numpy(dtype=np.float64))
-            slope, icpt = np.polyfit(x, log_d, 1)  # tokens are a smooth function of size at fixed C
-            d_opt = float(np.exp(icpt + slope * x_opt))
+            if np.unique(x).size < 2:  # a resample with one distinct size: its tokens are all we know
+                d_opt = float(np.exp(log_d.mean()))
+            else:  # tokens are a smooth function of size at fixed C: a line in log-log
+                slope, icpt = np.polyfit(x, log_d, 1)
+                d_opt = float(np.exp(icpt + slope * x_opt))
         rows.append(
             {
                 "compute": float(c),
@@ -157,8 +160,9 @@ def bootstrap_isoflop(
             fit = fit_isoflop(pd.concat(parts, ignore_index=True), approach)
         except ValueError:
             continue
-        n, d = fit.predict(tgt)
-        loss = fit.loss_law(tgt)
+        with np.errstate(over="ignore", invalid="ignore"):  # a wild resample may overflow; it becomes inf
+            n, d = fit.predict(tgt)
+            loss = fit.loss_law(tgt)
         for c, nn, dd, ll in zip(tgt, n, d, loss, strict=True):
             rows.append(
                 {

@@ -127,7 +127,9 @@ def isoflop_figure(df: Any, title: str, budget_fmt: str = "{:.0e}") -> Any:
     return fig
 
 
-def frontier_figure(fits: list[dict[str, Any]]) -> Any:
+def frontier_figure(
+    fits: list[dict[str, Any]], title: str = "Fitted frontiers N_opt(C), extrapolated (95% bootstrap intervals)"
+) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,19 +138,21 @@ def frontier_figure(fits: list[dict[str, Any]]) -> Any:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     styles = {"1": ("o", "--"), "2": ("s", "-"), "3": ("^", ":")}
+    shown: list[float] = []
     for fit in fits:
+        budgets = [o["compute"] for r in fit["approaches"].values() for o in r.get("optima", [])]
         for ap, res in fit["approaches"].items():
             if "error" in res:
                 continue
             marker, ls = styles[ap]
             preds = res["predictions"]
+            shown.extend(p["n_opt"] for p in preds)
+            lo_c = min(budgets) if budgets else 1e18
             if res.get("optima"):
                 cs = np.array([o["compute"] for o in res["optima"]])
                 ns = np.array([o["n_opt"] for o in res["optima"]])
                 ax.scatter(cs, ns, marker=marker, s=14)
-                lo_c = cs.min()
-            else:
-                lo_c = 1e18
+                shown.extend(ns)
             grid = np.geomspace(lo_c, max(p["compute"] for p in preds), 50)
             if ap == "3":
                 from lmfs.scaling.parametric import ChinchillaParams
@@ -170,9 +174,11 @@ def frontier_figure(fits: list[dict[str, Any]]) -> Any:
                     )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if shown:  # wild bootstrap intervals (a poorly determined exponent) must not hide the estimates
+        ax.set_ylim(min(shown) / 10, max(shown) * 10)
     ax.set_xlabel("compute C (FLOPs)")
     ax.set_ylabel("compute-optimal N")
-    ax.set_title("Fitted frontiers N_opt(C), extrapolated (95% bootstrap intervals)")
+    ax.set_title(title)
     ax.legend(fontsize=7)
     return fig
 
@@ -289,6 +295,7 @@ def section(reports_dir: Path) -> list[Section] | None:
         ]
         sweep_parts.append(table_html(sweep[cols]))
     if sweep_fit:
+        sweep_parts.append(svg_figure(frontier_figure([sweep_fit])))
         sweep_parts.append(table_html(prediction_table([sweep_fit])))
         for ap, res in sweep_fit["approaches"].items():
             for n_ in res.get("notes", []):

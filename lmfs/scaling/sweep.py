@@ -53,8 +53,8 @@ class SweepSpec:
     """What to sweep and how each run trains. Defaults: the 2-core CPU sweep (≈ 15-20 min)."""
 
     budgets: tuple[float, ...] = (3e11, 1e12, 3e12)
-    sizes: tuple[float, ...] = (4e4, 1e5, 2.5e5, 6e5, 1.5e6, 3e6)
-    max_sizes: int = 5  #: per budget, the largest this-many sizes that get at least min_steps
+    sizes: tuple[float, ...] = (1e4, 2.5e4, 4e4, 1e5, 2.5e5, 6e5, 1.5e6, 3e6)
+    max_sizes: int = 8  #: per budget, the largest this-many sizes that get at least min_steps
     vocab_size: int = 10_000
     context_length: int = 64
     batch_size: int = 8

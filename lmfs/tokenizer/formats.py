@@ -179,9 +179,7 @@ def load_gpt2(
 ) -> Tokenizer:
     """OpenAI's GPT-2 tokenizer from ``encoder.json`` + ``vocab.bpe`` (``<|endoftext|>`` is id 50256)."""
     specials = ["<|endoftext|>"] if special_tokens is None else list(special_tokens)
-    return Tokenizer(
-        load_vocab(encoder_json), load_merges(vocab_bpe), specials, GPT2_PATTERN, whole_token_first=True
-    )
+    return Tokenizer(load_vocab(encoder_json), load_merges(vocab_bpe), specials, GPT2_PATTERN)
 
 
 # ----------------------------------------------------------------------------------------------- tiktoken
@@ -271,7 +269,7 @@ def load_tiktoken(
         if i in vocab:
             raise TokenizerFileError(path, None, f"special token {s!r} id {i} collides with a regular token")
         vocab[i] = s.encode("utf-8")
-    tok = Tokenizer(vocab, merges_from_ranks(ranks, path), list(specials), pattern, whole_token_first=True)
+    tok = Tokenizer(vocab, merges_from_ranks(ranks, path), list(specials), pattern)
     # tiktoken merges any adjacent pair whose concatenation is a token, at that token's rank
     for token, rank in ranks.items():
         for i in range(1, len(token)):

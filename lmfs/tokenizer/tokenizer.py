@@ -23,8 +23,9 @@ from lmfs.tokenizer.pretokenize import (
     split_on_specials,
 )
 
-#: beyond this many cached pre-tokens the cache is cleared (memory stays bounded on endless streams)
-CACHE_LIMIT = 500_000
+#: a cache (pre-tokens, or coarse pieces) that reaches this many entries is cleared, so memory stays bounded on
+#: endless streams (~200 MB at most per cache); 100 MB of Gutenberg text has ~730K distinct coarse pieces
+CACHE_LIMIT = 1_000_000
 #: ``encode_iterable`` processes buffered text in pieces of about this many characters
 STREAM_PIECE = 1 << 16
 _INF = 1 << 62
@@ -39,9 +40,6 @@ class Tokenizer:
         merges: merged pairs of token bytes, in creation order (rank 0 first).
         special_tokens: strings that are always one token and never split; added to the vocab when missing.
         pattern: the pre-tokenizer regex (default GPT-2's; see :data:`~lmfs.tokenizer.pretokenize.CL100K_PATTERN`).
-        whole_token_first: tiktoken's rule: a pre-token whose bytes are a vocab token is that token, without
-            running the merges. Right for OpenAI's files (the loaders set it); off by default, where merges are
-            applied in creation order to every pre-token.
     """
 
     def __init__(
@@ -50,9 +48,7 @@ class Tokenizer:
         merges: Sequence[tuple[bytes, bytes]],
         special_tokens: Sequence[str] | None = None,
         pattern: str = GPT2_PATTERN,
-        whole_token_first: bool = False,
     ) -> None:
-        self.whole_token_first = whole_token_first
         self.vocab: dict[int, bytes] = dict(vocab)
         self.merges: list[tuple[bytes, bytes]] = list(merges)
         self.pattern = pattern
@@ -73,7 +69,6 @@ class Tokenizer:
                 self.vocab[new] = b
                 self.token_to_id[b] = new
             self.special_to_id[s] = self.token_to_id[b]
-        self._special_ids = set(self.special_to_id.values())
         # merge ranks on ids: (left id, right id) -> (rank, merged id)
         self.ranks: dict[tuple[int, int], tuple[int, int]] = {}
         for rank, (left, right) in enumerate(self.merges):
@@ -114,10 +109,6 @@ class Tokenizer:
             data = piece.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates
             data = piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
-        if self.whole_token_first:
-            whole = self.token_to_id.get(data)
-            if whole is not None and whole not in self._special_ids:
-                return [whole]
         ids = list(data) if self._byte_ids is None else [self._byte_ids[x] for x in data]
         if len(ids) < 2:
             return ids
