@@ -48,7 +48,7 @@ def test_train_step(benchmark, torch_threads: int, impl: str) -> None:
         impl=impl, tokens=tokens, flops=6 * _n_params(model) * tokens, threads=torch_threads
     )
     first = step()
-    losses = benchmark.pedantic(lambda: step(), rounds=8, iterations=1, warmup_rounds=1)
+    losses = benchmark.pedantic(lambda: step(), rounds=20, iterations=1, warmup_rounds=2)
     assert losses < first  # the steps train the model
 
 

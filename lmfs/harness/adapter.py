@@ -103,7 +103,8 @@ class Adapter:
         return callable(getattr(self._module, name, None))
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        if name.startswith(("_", "hypothesis_", "pytest")):
+            # introspection by tools (hypothesis's mock check, pytest's fixture scan) is not a spec asking
             raise AttributeError(name)
         fn = getattr(self._module, name, None)
         if fn is None:

@@ -58,8 +58,14 @@ def cmd_grade(args: argparse.Namespace) -> int:
     path = write_grade(doc, opts.reports_dir)
     print(format_table(doc))
     failing = [t for t in doc["tests"] if t["outcome"] not in ("passed", "skipped")]
+    failing.sort(key=lambda t: t["outcome"] == "missing")  # real failures first, "not written" last
+    counts: dict[str, int] = {}
+    for t in doc["tests"]:
+        counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
+    print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
     for t in failing[: args.show_failures]:
-        print(f"  {t['outcome']:>15}  {t['nodeid']}  {(t['message'] or '').strip().splitlines()[:1]!s:.160}")
+        first_line = ((t["message"] or "").strip().splitlines() or [""])[0]
+        print(f"  {t['outcome']:>15}  {t['nodeid']}  {first_line[:160]}")
     if len(failing) > args.show_failures:
         print(f"  ... {len(failing) - args.show_failures} more in {path}")
     for ce in doc["collect_errors"]:
@@ -252,7 +258,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--memory-mb", type=int, default=8192, help="memory cap of the test process, 0 = none (default 8192)")
     p.add_argument("-k", help="pytest -k expression")
     p.add_argument("-m", help="pytest -m marker expression")
-    p.add_argument("--show-failures", type=int, default=20, help="failing tests to list (default 20)")
+    p.add_argument("--show-failures", type=int, default=10, help="failing tests to list (default 10)")
     reports_opt(p)
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_grade)

@@ -6,6 +6,7 @@
 * :func:`change_points` — binary segmentation on the log medians of one benchmark's history. A split is kept
   when its CUSUM statistic ``|mean_l - mean_r| / (sigma * sqrt(1/n_l + 1/n_r))`` exceeds ``z`` **and** the
   step is at least ``min_ratio`` (sigma: robust MAD of successive differences, floored at ``sigma_floor``).
+  :func:`history_changes` then keeps a change point only when the raw rounds around it agree (Mann–Whitney).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def verdict(ratio: float, p: float | None, threshold: float, alpha: float) -> st
     beyond_slow = ratio > 1.0 + threshold
     beyond_fast = ratio < 1.0 / (1.0 + threshold)
     if p is None:
-        return "slower? (no raw rounds)" if beyond_slow else "faster? (no raw rounds)" if beyond_fast else "same"
+        return "slower? (too few rounds)" if beyond_slow else "faster? (too few rounds)" if beyond_fast else "same"
     if beyond_slow and p < alpha:
         return "REGRESSION"
     if beyond_fast and p < alpha:
@@ -144,13 +145,28 @@ def change_points(
     return sorted(found)
 
 
-def history_changes(df: pd.DataFrame, **kwargs: float) -> pd.DataFrame:
+def _pooled_rounds(data: list, lo: int, hi: int) -> list[float] | None:
+    """Raw rounds of runs ``lo..hi-1`` pooled, or None when any of them has none."""
+    pooled: list[float] = []
+    for d in data[lo:hi]:
+        if not d:
+            return None
+        pooled.extend(d)
+    return pooled
+
+
+def history_changes(df: pd.DataFrame, alpha: float = 0.01, window: int = 5, **kwargs: float) -> pd.DataFrame:
     """Change points of every benchmark's history, per machine: machine_id, benchmark, commit where the new
-    level starts, previous commit, level ratio (after / before medians of the segments), kind."""
+    level starts, previous commit, level ratio (after / before medians of the segments), kind, p-value.
+
+    A change point of the medians must be confirmed by the raw rounds: Mann–Whitney U between the rounds of up
+    to ``window`` runs before and after it (within the neighbouring segments) must give p < ``alpha``; a
+    level shift made of one run's noisy rounds (a busy box) is dropped. Runs without raw rounds skip the test."""
     rows = []
     for (machine, bench), g in df.groupby(["machine_id", "benchmark"], sort=True):
         g = g.sort_values("order")
         med = g["median"].to_numpy()
+        data = g["data"].tolist()
         commits = g["commit"].tolist()
         cps = change_points(med, **kwargs)
         bounds = [0, *cps, len(med)]
@@ -158,6 +174,12 @@ def history_changes(df: pd.DataFrame, **kwargs: float) -> pd.DataFrame:
             before = float(np.median(med[bounds[j]:cp]))
             after = float(np.median(med[cp:bounds[j + 2]]))
             ratio = after / before
+            p = mann_whitney_p(
+                _pooled_rounds(data, max(bounds[j], cp - window), cp),
+                _pooled_rounds(data, cp, min(bounds[j + 2], cp + window)),
+            )
+            if p is not None and p >= alpha:
+                continue
             rows.append(
                 {
                     "machine_id": machine,
@@ -167,6 +189,9 @@ def history_changes(df: pd.DataFrame, **kwargs: float) -> pd.DataFrame:
                     "index": cp,
                     "ratio": ratio,
                     "kind": "regression" if ratio > 1 else "improvement",
+                    "p_value": p,
                 }
             )
-    return pd.DataFrame(rows, columns=["machine_id", "benchmark", "commit", "previous", "index", "ratio", "kind"])
+    return pd.DataFrame(
+        rows, columns=["machine_id", "benchmark", "commit", "previous", "index", "ratio", "kind", "p_value"]
+    )

@@ -189,7 +189,8 @@ def _history_figures(mdf: Any, changes: Any) -> list[str]:
                 ax.axvline(xpos[ch.commit] - 0.5, color=color, ls="--", lw=1.2)
                 ax.text(xpos[ch.commit] - 0.45, 0.04, f"×{ch.ratio:.2f}", color=color, fontsize=7,
                         ha="left", va="bottom", transform=ax.get_xaxis_transform())
-            ax.set_title(name[-60:], fontsize=7)
+            module, _, test = name.rpartition("::")
+            ax.set_title(f"{Path(module).stem}\n{test[-55:]}" if module else name[-55:], fontsize=7)
             ax.set_ylabel("median (ms)", fontsize=7)
             ax.set_xticks(range(len(commits)))
             ax.set_xticklabels([c[:7] + ("*" if c.endswith("-dirty") else "") for c in commits],
@@ -212,8 +213,8 @@ def history(reports_dir: Path) -> Section | None:
     if df.empty:
         return None
     parts = [note("Median per benchmark over the stored commits of each machine (git order; * = dirty tree), "
-                  "band = IQR. Dashed lines mark change points found by binary segmentation on log medians "
-                  "(red = slower, green = faster). The table compares the last two commits: a regression is "
+                  "band = IQR. Dashed lines mark change points: binary segmentation on log medians, confirmed by "
+                  "Mann–Whitney U on the raw rounds around them (red = slower, green = faster). The table compares the last two commits: a regression is "
                   "flagged only when the median ratio exceeds 1.10 and Mann–Whitney U on the raw rounds gives "
                   "p < 0.01.")]
     any_history = False

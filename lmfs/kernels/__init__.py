@@ -7,6 +7,8 @@ can set ``TRITON_INTERPRET=1`` before that and run the kernels on the CPU.
 * :func:`~lmfs.kernels.flash_triton.get_triton_function` — the Triton ``autograd.Function`` (same signature).
 * :func:`~lmfs.kernels.attention.flash_attention` / :func:`~lmfs.kernels.attention.make_attention_fn` — the
   ``(batch, heads, seq, d)`` entry point for a model's ``attention_fn`` seam.
+* :mod:`lmfs.kernels.bench` — FLOP count and timed callables shared by the benchmarks;
+  :mod:`lmfs.kernels.compile_check` — compile the Triton kernels for sm_90 without a GPU.
 """
 
 from __future__ import annotations

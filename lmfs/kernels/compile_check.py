@@ -27,7 +27,7 @@ def compile_kernel(name: str, dtype: str, head_dim: int, causal: bool, config: t
 
     from lmfs.kernels import flash_triton as ft
 
-    kernel = ft._KERNELS[name][0]
+    kernel = ft._KERNELS[name]
     block_d = max(16, triton.next_power_of_2(head_dim))
     bq, bk, warps, stages = config
     constexprs = {"HEAD_DIM": head_dim, "BLOCK_D": block_d, "PAD_D": block_d != head_dim, "IS_CAUSAL": causal,
@@ -46,6 +46,20 @@ def compile_kernel(name: str, dtype: str, head_dim: int, causal: bool, config: t
             "wgmma": "wgmma" in compiled.asm.get("ptx", ""), "seconds": time.perf_counter() - t0}
 
 
+def check_autotune_pruning() -> None:
+    """The autotuners offer exactly :func:`configs_for`'s list for each head dim (no GPU needed)."""
+    from lmfs.kernels import flash_triton as ft
+
+    for name in ft._KERNELS:
+        tuner = ft._tuned_kernel(name)
+        tuner.nargs = {}
+        for d in (16, 64, 80, 128):
+            got = [(c.kwargs["BLOCK_Q"], c.kwargs["BLOCK_K"], c.num_warps, c.num_stages)
+                   for c in tuner.prune_configs({"HEAD_DIM": d})]
+            assert sorted(got) == sorted(ft.configs_for(name, d)), (name, d, got)
+    print("autotune pruning: ok")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="first config of each kernel, bf16, d=64, causal only")
@@ -56,14 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     if ft.interpreting():
         print("TRITON_INTERPRET is set: unset it and rerun", file=sys.stderr)
         return 2
+    check_autotune_pruning()
     cases = []
-    for name, (_, configs) in ft._KERNELS.items():
+    for name in ft._KERNELS:
         if args.quick:
-            cases.append((name, "bf16", 64, True, configs[0]))
+            cases.append((name, "bf16", 64, True, ft.configs_for(name, 64)[0]))
             continue
         for dtype in ("bf16", "fp32"):
             for d in (64, 128):
-                cases.extend((name, dtype, d, True, c) for c in configs)
+                cases.extend((name, dtype, d, True, c) for c in ft.configs_for(name, d))
     bad = 0
     for case in cases:
         r = compile_kernel(*case)

@@ -307,17 +307,34 @@ def _bwd_q_kernel(
 
 # ----------------------------------------------------------------------------------------------- tuning
 
-# (BLOCK_Q, BLOCK_K, num_warps, num_stages); Hopper-minded: 128-row query tiles for the forward and dQ, 128-row key
-# tiles for dK/dV, 3–4 pipeline stages. Configs that need more shared memory than the chip has are dropped by the
-# autotuner itself. The first entry of each list is the fixed config used when autotuning is off.
+# (BLOCK_Q, BLOCK_K, num_warps, num_stages) per kernel, one list for head dims <= 64 and one for larger ones. Chosen
+# by compiling for sm_90 on the CPU (python -m lmfs.kernels.compile_check; cuobjdump --dump-resource-usage): every
+# config fits Hopper's shared memory in bf16 and the first of each list spills no registers (d=64 dK/dV with
+# (32, 128, 4 warps) spilled 416 B; at d=128 most 128-wide tiles spill, hence the narrower ones). The autotuner
+# drops configs that do not fit (e.g. fp32 at d=128); the first entry is the fixed config when autotuning is off.
 Config = tuple[int, int, int, int]
-FWD_CONFIGS: list[Config] = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4), (64, 64, 4, 3)]
-BWD_KV_CONFIGS: list[Config] = [(32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 4)]
-BWD_Q_CONFIGS: list[Config] = [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 4)]
+CONFIGS: dict[str, dict[str, list[Config]]] = {
+    "fwd": {
+        "small": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3), (128, 32, 4, 4), (64, 64, 4, 3)],
+        "large": [(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3)],
+    },
+    "bwd_kv": {
+        "small": [(64, 128, 8, 3), (32, 128, 8, 3), (64, 64, 8, 3), (64, 128, 8, 4), (32, 64, 4, 4)],
+        "large": [(32, 32, 4, 3), (32, 64, 8, 3), (64, 64, 8, 3), (32, 64, 4, 4)],
+    },
+    "bwd_q": {
+        "small": [(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 8, 3), (128, 128, 8, 3), (64, 32, 4, 4)],
+        "large": [(64, 32, 4, 3), (32, 64, 4, 3), (64, 32, 4, 4), (128, 32, 8, 3)],
+    },
+}
 _TUNE_KEY = ["n_q", "n_k", "HEAD_DIM", "IS_CAUSAL"]
-_KERNELS = {"fwd": (_fwd_kernel, FWD_CONFIGS), "bwd_kv": (_bwd_kv_kernel, BWD_KV_CONFIGS),
-            "bwd_q": (_bwd_q_kernel, BWD_Q_CONFIGS)}
+_KERNELS = {"fwd": _fwd_kernel, "bwd_kv": _bwd_kv_kernel, "bwd_q": _bwd_q_kernel}
 _tuned: dict[str, object] = {}
+
+
+def configs_for(name: str, head_dim: int) -> list[Config]:
+    """The candidate configs of kernel ``name`` for a head dim."""
+    return CONFIGS[name]["small" if head_dim <= 64 else "large"]
 
 
 def autotune_enabled() -> bool:
@@ -327,11 +344,20 @@ def autotune_enabled() -> bool:
 
 def _tuned_kernel(name: str):
     if name not in _tuned:
-        kernel, configs = _KERNELS[name]
+        union = list(dict.fromkeys(CONFIGS[name]["small"] + CONFIGS[name]["large"]))
+
+        def prune(configs, named_args, **kwargs):
+            head_dim = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM", 64))
+            wanted = set(configs_for(name, int(head_dim)))
+            kept = [c for c in configs
+                    if (c.kwargs["BLOCK_Q"], c.kwargs["BLOCK_K"], c.num_warps, c.num_stages) in wanted]
+            return kept or configs
+
         _tuned[name] = triton.autotune(
-            configs=[triton.Config({"BLOCK_Q": bq, "BLOCK_K": bk}, num_warps=w, num_stages=st) for bq, bk, w, st in configs],
+            configs=[triton.Config({"BLOCK_Q": bq, "BLOCK_K": bk}, num_warps=w, num_stages=st) for bq, bk, w, st in union],
             key=_TUNE_KEY,
-        )(kernel)
+            prune_configs_by={"early_config_prune": prune},
+        )(_KERNELS[name])
     return _tuned[name]
 
 
@@ -341,7 +367,7 @@ _fixed_choice: dict[tuple, int] = {}  # (kernel, dtype, head dim, causal) -> ind
 def _launch(name: str, grid, args: tuple, kwargs: dict) -> None:
     """Launch kernel ``name``: the interpreter's fixed tiles, the autotuner, or (autotune off) the first config
     of the list that fits the chip's shared memory."""
-    kernel, configs = _KERNELS[name]
+    kernel = _KERNELS[name]
     if interpreting():
         kernel[grid](*args, **kwargs, BLOCK_Q=INTERPRETER_TILES[0], BLOCK_K=INTERPRETER_TILES[1])
         return
@@ -351,6 +377,7 @@ def _launch(name: str, grid, args: tuple, kwargs: dict) -> None:
     from triton.runtime.errors import OutOfResources
 
     key = (name, args[0].dtype, kwargs["HEAD_DIM"], kwargs["IS_CAUSAL"])
+    configs = configs_for(name, kwargs["HEAD_DIM"])
     for i in range(_fixed_choice.get(key, 0), len(configs)):
         bq, bk, warps, stages = configs[i]
         try:

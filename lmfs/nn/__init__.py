@@ -15,12 +15,14 @@ from lmfs.nn.functional import (
 )
 from lmfs.nn.init import trunc_normal_
 from lmfs.nn.linear import Linear
+from lmfs.nn.presets import PRESETS, preset, train_flops_per_token
 from lmfs.nn.rmsnorm import RMSNorm
 from lmfs.nn.rope import RotaryEmbedding
 from lmfs.nn.state_dict import fuse_qkv, load_cs336_state_dict, split_qkv
 from lmfs.nn.transformer import TransformerBlock, TransformerLM, count_parameters
 
 __all__ = [
+    "PRESETS",
     "AttentionFn",
     "Embedding",
     "Linear",
@@ -40,10 +42,12 @@ __all__ = [
     "fuse_qkv",
     "load_cs336_state_dict",
     "log_softmax",
+    "preset",
     "scaled_dot_product_attention",
     "silu",
     "softmax",
     "split_qkv",
     "swiglu_hidden_dim",
+    "train_flops_per_token",
     "trunc_normal_",
 ]

@@ -16,19 +16,31 @@ def silu(x: Tensor) -> Tensor:
     return x * torch.sigmoid(x)
 
 
+class _Softmax(torch.autograd.Function):
+    """softmax with a hand-written backward: ``dx = y ⊙ (g − Σ g ⊙ y)``; saves only the output y."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:  # type: ignore[override]
+        y = (x - x.amax(dim=dim, keepdim=True)).exp_()
+        y.div_(y.sum(dim=dim, keepdim=True))
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        gy = grad * y
+        return gy.addcmul_(y, gy.sum(dim=ctx.dim, keepdim=True), value=-1.0), None
+
+
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
     """Numerically stable softmax along ``dim`` (the max is subtracted first). Shape preserved.
 
-    Rows that are entirely ``-inf`` give NaN, as the math says (there is nothing to normalize).
+    Rows that are entirely ``-inf`` give NaN, as the math says (there is nothing to normalize). The backward is
+    written out (one saved tensor, three passes) instead of being traced through exp/sum/div.
     """
-    # the shift is a constant for the gradient (softmax is shift-invariant): detach it so that autograd
-    # does not route a (zero) gradient through amax, which costs a full pass over x
-    shifted = x - x.amax(dim=dim, keepdim=True).detach()
-    exp = shifted.exp_()  # in place on a fresh tensor: subtraction's backward does not need its output
-    total = exp.sum(dim=dim, keepdim=True)
-    if exp.requires_grad:
-        return exp / total  # exp is saved for the backward of exp_: no more in-place ops on it
-    return exp.div_(total)
+    return _Softmax.apply(x, dim)
 
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -48,7 +60,10 @@ def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor |
     d_k = Q.shape[-1]
     scores = torch.matmul(Q * (1.0 / math.sqrt(d_k)), K.transpose(-2, -1))  # scale the smaller operand
     if mask is not None:
-        scores.masked_fill_(~mask, float("-inf"))  # scores is fresh and matmul's backward does not need it
+        if torch.broadcast_shapes(scores.shape, mask.shape) == scores.shape:
+            scores.masked_fill_(~mask, float("-inf"))  # scores is fresh; matmul's backward does not need it
+        else:  # a mask with more leading dims than Q/K widens the result
+            scores = scores.masked_fill(~mask, float("-inf"))
     return torch.matmul(softmax(scores, dim=-1), V)
 
 
@@ -73,18 +88,37 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = True) ->
     return scaled_dot_product_attention(q, k, v, mask)
 
 
+class _CrossEntropy(torch.autograd.Function):
+    """Mean NLL with a hand-written backward ``(softmax(x) − onehot(t)) / N``; saves the logits' row logsumexp
+    (N floats) besides the logits themselves, never a float32 copy of them."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:  # type: ignore[override]
+        x = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 -> fp32, fp64 stays
+        m = x.amax(dim=-1, keepdim=True)
+        lse = (x - m).exp_().sum(dim=-1, keepdim=True).log_().add_(m)  # (N, 1)
+        target_logit = x.gather(-1, targets.unsqueeze(-1))
+        ctx.save_for_backward(logits, targets, lse)
+        return (lse - target_logit).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        logits, targets, lse = ctx.saved_tensors
+        probs = (logits.to(lse.dtype) - lse).exp_()
+        probs.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(lse, -1.0))
+        probs.mul_(grad / logits.shape[0])
+        return probs.to(logits.dtype), None
+
+
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean negative log-likelihood of ``targets`` under ``softmax(logits)``.
 
     logits: (..., V) unnormalized scores (any number of leading dims, e.g. (batch, seq, vocab));
-    targets: (...) integer class ids. Returns a scalar (computed in float32; stable for huge logits).
+    targets: (...) integer class ids. Returns a scalar (float32, or float64 for float64 logits), stable for
+    huge logits (max-shifted logsumexp). The gradient is written out: ``(softmax − onehot) / N``.
     """
     if logits.shape[:-1] != targets.shape:
         raise ValueError(
             f"cross_entropy: logits {tuple(logits.shape)} must be targets' shape {tuple(targets.shape)} + (vocab,)"
         )
-    x = logits.float()
-    m = x.amax(dim=-1, keepdim=True).detach()
-    lse = (m + torch.log(torch.exp(x - m).sum(dim=-1, keepdim=True))).squeeze(-1)
-    target_logit = x.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
-    return (lse - target_logit).mean()
+    return _CrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long())

@@ -53,11 +53,6 @@ class GGUFCheckpoint:
     reader: Any = field(repr=False, default=None)
 
 
-def _field_value(f: Any) -> Any:
-    value = f.contents()
-    return value
-
-
 def read_gguf(path: str | Path, load_tensors: bool = True) -> GGUFCheckpoint:
     """Read a GGUF file: scalar/str metadata (big arrays such as the vocab are skipped) and dequantized tensors."""
     try:
@@ -73,7 +68,7 @@ def read_gguf(path: str | Path, load_tensors: bool = True) -> GGUFCheckpoint:
     for key, f in reader.fields.items():
         if len(f.data) > 64:  # token lists, merges: read on demand by gguf_tokenizer_data
             continue
-        metadata[key] = _field_value(f)
+        metadata[key] = f.contents()
     tensors: dict[str, np.ndarray] = {}
     if load_tensors:
         for t in reader.tensors:
@@ -114,7 +109,14 @@ def config_from_gguf(ckpt: GGUFCheckpoint, context_length: int | None = None) ->
 
 def gguf_to_lmfs_state_dict(tensors: dict[str, np.ndarray], num_layers: int, tied: bool) -> dict[str, Tensor]:
     """Rename (and fuse Q/K/V of) GGUF Llama tensors into an lmfs TransformerLM state dict."""
-    t = lambda name: torch.from_numpy(tensors[name])
+
+    def t(name: str) -> Tensor:
+        if name not in tensors:
+            raise KeyError(
+                f"GGUF file has no tensor {name!r}; is it a Llama-architecture model with {num_layers} layers?"
+            )
+        return torch.from_numpy(tensors[name])
+
     sd: dict[str, Tensor] = {
         "token_embeddings.weight": t("token_embd.weight"),
         "ln_final.weight": t("output_norm.weight"),

@@ -55,6 +55,18 @@ def register(groups: dict[str, Any]) -> None:
     prof.set_defaults(func=_profile)
 
 
+def _display(path) -> str:
+    """A path relative to the project root when inside it (summaries are committed; no absolute paths)."""
+    from pathlib import Path
+
+    from lmfs.paths import project_root
+
+    try:
+        return str(Path(path).resolve().relative_to(project_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -114,7 +126,7 @@ def _profile(args: argparse.Namespace) -> int:
     meta = {
         "size": name, "context": args.context, "batch": args.batch, "mode": args.mode, "dtype": args.dtype,
         "compile": args.compile, "attention": args.attention, "device": device_name(dev), "torch": torch.__version__,
-        "trace_dir": str(trace_dir), "memory_snapshot": str(snap) if snap else None,
+        "trace_dir": _display(trace_dir), "memory_snapshot": _display(snap) if snap else None,
     }
     path = write_summary(summary, meta, data_dir, tag)
     print(format_summary(summary))

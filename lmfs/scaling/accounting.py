@@ -243,12 +243,15 @@ def six_nd_comparison(shape: ModelShape, n_tokens: float, seq_len: int | None = 
 #: lmfs.nn.TransformerLM (tests/scaling/test_accounting.py checks the estimate against that measurement):
 #: each RMSNorm keeps its input, the normalised input and 1/rms per row; the QKV projection, Q·Kᵀ (Q, K), P·V
 #: (V), the output projection and the FFN keep their inputs (K and V at num_heads heads, after GQA's repeat);
-#: softmax keeps scores, exp and probabilities (3 score-sized tensors) and two per-row reductions.
+#: softmax keeps only its output P (a hand-written backward); the cross-entropy keeps the logits and a
+#: logsumexp per row.
 ACT_PER_BLOCK_D = 6  #: QKV input, Q, K, V, attention output, FFN input (plus 2 per RMSNorm)
 ACT_PER_NORM_D = 2
 ACT_PER_BLOCK_FF = {"swiglu": 5, "silu": 3}  #: w1 out, σ(w1 out), [w3 out, product,] w2 input
-ACT_PER_BLOCK_SCORES = 3
-ACT_FINAL_V = 2  #: logits, exp(logits) in the cross-entropy
+ACT_PER_BLOCK_SCORES = 1  #: the softmax output P (its backward and P·V's both use it)
+ACT_PER_BLOCK_SCORE_ROWS = 0  #: per-row softmax statistics kept (none: the backward uses P alone)
+ACT_FINAL_V = 1  #: the logits (the cross-entropy's backward recomputes softmax from them)
+ACT_FINAL_ROWS = 1  #: the cross-entropy's logsumexp per row
 
 
 @dataclass(frozen=True)
@@ -285,9 +288,14 @@ def activation_bytes(
     n_norms = s.norms_per_block
     per_block = BT * (
         (ACT_PER_BLOCK_D + ACT_PER_NORM_D * n_norms) * s.d_model + ACT_PER_BLOCK_FF[s.ffn] * s.d_ff + n_norms
-    ) + batch_size * s.num_heads * T * (ACT_PER_BLOCK_SCORES * T + 2)
+    ) + batch_size * s.num_heads * T * (ACT_PER_BLOCK_SCORES * T + ACT_PER_BLOCK_SCORE_ROWS)
     final_norm = 1 if s.norm == "pre" else 0
-    final = BT * ((1 + ACT_PER_NORM_D * final_norm) * s.d_model + final_norm + ACT_FINAL_V * s.vocab_size + 2)
+    final = BT * (
+        (1 + ACT_PER_NORM_D * final_norm) * s.d_model
+        + final_norm
+        + ACT_FINAL_V * s.vocab_size
+        + ACT_FINAL_ROWS
+    )
     return bytes_per * (s.num_layers * per_block + final) + 8 * BT + s.num_layers * T * T
 
 

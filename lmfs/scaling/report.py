@@ -128,7 +128,8 @@ def isoflop_figure(df: Any, title: str, budget_fmt: str = "{:.0e}") -> Any:
 
 
 def frontier_figure(
-    fits: list[dict[str, Any]], title: str = "Fitted frontiers N_opt(C), extrapolated (95% bootstrap intervals)"
+    fits: list[dict[str, Any]],
+    title: str = "Fitted frontiers N_opt(C), extrapolated (95% bootstrap intervals)",
 ) -> Any:
     import matplotlib
 
@@ -294,8 +295,20 @@ def section(reports_dir: Path) -> list[Section] | None:
             if c in sweep
         ]
         sweep_parts.append(table_html(sweep[cols]))
+    if sweep_fit and "3" in sweep_fit["approaches"] and "params" in sweep_fit["approaches"]["3"]:
+        r3 = sweep_fit["approaches"]["3"]
+        p3 = r3["params"]
+        interval = f" [{r3['a_lo']:.2f}, {r3['a_hi']:.2f}]" if "a_lo" in r3 else ""
+        sweep_parts.append(
+            note(
+                f"Approach 3 on the sweep: E {p3['E']:.3g}, A {p3['A']:.3g}, B {p3['B']:.3g}, α {p3['alpha']:.3f}, "
+                f"β {p3['beta']:.3f}; N_opt ∝ C^{r3['a']:.3f}{interval}. At these budgets (tens of thousands to a "
+                "million tokens per run) the best run is the smallest 2-layer model at every budget, so the isoFLOP "
+                "minima (Approaches 1, 2) are poorly determined; see reports/data/scaling/README.md."
+            )
+        )
     if sweep_fit:
-        sweep_parts.append(svg_figure(frontier_figure([sweep_fit])))
+        sweep_parts.append(svg_figure(frontier_figure([sweep_fit], "CPU sweep: fitted N_opt(C)")))
         sweep_parts.append(table_html(prediction_table([sweep_fit])))
         for ap, res in sweep_fit["approaches"].items():
             for n_ in res.get("notes", []):

@@ -91,22 +91,30 @@ def split_on_specials(text: str, specials: regex.Pattern | None) -> Iterator[tup
 _SAFE_CUTS = (regex.compile(rb"[\x21-\x7e]\n(?=[\x21-\x7e])"), regex.compile(rb"[A-Za-z]{2}(?= [A-Za-z])"))
 
 
-def _find_cut(window: bytes, specials: Sequence[bytes]) -> int | None:
-    """The first safe cut in ``window`` (an offset into it), or None. Special-token starts are preferred."""
+def _spanned(window: bytes, cut: int, specials: Sequence[bytes]) -> bool:
+    """Whether some special token occurrence starts before ``cut`` and ends after it."""
+    return any(s in window[max(0, cut - len(s) + 1) : cut + len(s) - 1] for s in specials)
+
+
+def _find_cut(window: bytes, specials: Sequence[bytes], start: int) -> int | None:
+    """The first safe cut at or after ``start`` in ``window`` (an offset into it), or None.
+
+    The start of a special token is preferred; no cut may fall inside a special token (``window`` holds
+    ``start`` bytes of context before the search, enough to see one that began earlier).
+    """
     best = None
     for s in specials:
-        i = window.find(s)
+        i = window.find(s, start)
+        while i >= 0 and _spanned(window, i, specials):
+            i = window.find(s, i + 1)
         if i >= 0 and (best is None or i < best):
             best = i
     if best is not None:
         return best
     for pat in _SAFE_CUTS:
-        for m in pat.finditer(window):
+        for m in pat.finditer(window, start):
             cut = m.end()
-            # never cut inside a special token that happens to contain the cut pattern
-            if 0 < cut < len(window) and not any(
-                s in window[max(0, cut - len(s) + 1) : cut + len(s) - 1] for s in specials
-            ):
+            if cut < len(window) and not _spanned(window, cut, specials):
                 return cut
     return None
 
@@ -116,13 +124,15 @@ def chunk_boundaries(
 ) -> list[int]:
     """Byte offsets ``[0, b1, ..., size]`` cutting the file into chunks of about ``target_size`` bytes.
 
-    Every cut is at the start of a special token or at a position that is always a pre-token boundary, so each
-    chunk can be decoded (cuts fall on ASCII bytes) and pre-tokenized on its own with the same result as the
-    whole file. When no safe cut is found within ``max_search`` bytes after a target, the chunk grows.
+    Every cut is at the start of a special token or at a position that is always a pre-token boundary, and never
+    inside a special token, so each chunk can be decoded (cuts fall on ASCII bytes) and pre-tokenized on its own
+    with the same result as the whole file. When no safe cut is found within ``max_search`` bytes after a target,
+    the chunk grows.
     """
     f.seek(0, os.SEEK_END)
     size = f.tell()
     specials = [s.encode("utf-8") for s in special_tokens]
+    longest = max((len(s) for s in specials), default=0)
     bounds = [0]
     target = target_size
     while target < size:
@@ -130,12 +140,13 @@ def chunk_boundaries(
         cut = None
         step = 1 << 16
         while cut is None and pos < size and pos - target < max_search:
-            f.seek(pos)
-            # overlap windows by the longest special so a special straddling two reads is still found
-            window = f.read(step + max((len(s) for s in specials), default=0))
-            found = _find_cut(window, specials)
+            lead = min(longest, pos - bounds[-1] - 1)  # context before pos, to see a special spanning it
+            f.seek(pos - lead)
+            # windows overlap by the longest special, so one straddling two reads is still found
+            window = f.read(lead + step + longest)
+            found = _find_cut(window, specials, lead)
             if found is not None:
-                cut = pos + found
+                cut = pos - lead + found
             else:
                 pos += step
                 step = min(step * 2, 1 << 20)

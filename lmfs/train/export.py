@@ -19,6 +19,24 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _portable(path: str) -> str:
+    """``path`` relative to the checkout when it lies inside it (so committed summaries name no machine paths)."""
+    from lmfs.paths import project_root
+
+    try:
+        return str(Path(path).resolve().relative_to(project_root().resolve()))
+    except ValueError:
+        return path
+
+
+def portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a run config with its file paths made relative to the checkout where possible."""
+    from lmfs.train.config import PATH_FIELDS
+
+    keys = (*PATH_FIELDS, "out_dir")
+    return {k: (_portable(v) if k in keys and isinstance(v, str) and v else v) for k, v in cfg.items()}
+
+
 def export_run(
     run_dir: str | os.PathLike,
     dest: str | os.PathLike,
@@ -57,7 +75,7 @@ def export_run(
         "wall_seconds": extra.get("wall_seconds"),
         "final_train_loss": extra.get("train_loss"),
         "sampled_val_loss": extra.get("val_loss"),
-        "config": cfg,
+        "config": portable_config(cfg),
     }
     val_path = val_data or cfg.get("val_data")
     if val_path:
@@ -73,7 +91,7 @@ def export_run(
         )
         summary.update(
             {
-                "val_file": str(val_path),
+                "val_file": _portable(str(val_path)),
                 "val_loss": ev["loss"],
                 "val_ppl": ev["ppl"],
                 "val_tokens": int(ev["tokens"]),

@@ -66,7 +66,9 @@ def test_hostile_adapter_each_failure_recorded_and_run_goes_on(tmp_path: Path) -
     assert "code 7" in tests["test_hard_exit"]["message"]
     assert "MemoryError" in tests["test_unbounded_memory"]["message"]  # RLIMIT_DATA: fails inside the test
     assert "memory cap" in tests["test_unbounded_shared_memory"]["message"]  # RSS watchdog: process killed
-    assert doc["restarts"] == 5
+    assert doc["restarts"] == 5 and doc["error"] is None
+    assert [c["nodeid"].rsplit("/", 1)[-1] for c in doc["collect_errors"]] == ["test_mini_robust_import.py"]
+    assert "not_a_module_anyone_has" in doc["collect_errors"][0]["message"]
     assert doc["total"]["earned"] == 3.0 and doc["total"]["possible"] == 11.0
 
 

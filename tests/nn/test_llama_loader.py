@@ -127,3 +127,77 @@ def test_smollm2_tokenizer_data_matches_hf_tokenizers(smollm2):
         "  naïve café\n\nend",
     ):
         assert tok.encode(text) == hf.encode(text).ids, text
+
+
+def _synthetic_gguf(n_layers=2, d=32, heads=4, kv=2, d_ff=48, vocab=61, tied=False, seed=0):
+    """Random tensors under GGUF Llama names (numpy, (out, in)) and the metadata the reference reads."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    r = lambda *shape, s=1.0: (rng.standard_normal(shape) * s).astype(np.float32)
+    dh = d // heads
+    t = {"token_embd.weight": r(vocab, d), "output_norm.weight": 1 + r(d, s=0.1)}
+    if not tied:
+        t["output.weight"] = r(vocab, d, s=d**-0.5)
+    for i in range(n_layers):
+        b = f"blk.{i}."
+        t[b + "attn_q.weight"] = r(heads * dh, d, s=d**-0.5)
+        t[b + "attn_k.weight"] = r(kv * dh, d, s=d**-0.5)
+        t[b + "attn_v.weight"] = r(kv * dh, d, s=d**-0.5)
+        t[b + "attn_output.weight"] = r(d, heads * dh, s=d**-0.5)
+        t[b + "attn_norm.weight"] = 1 + r(d, s=0.1)
+        t[b + "ffn_norm.weight"] = 1 + r(d, s=0.1)
+        t[b + "ffn_gate.weight"] = r(d_ff, d, s=d**-0.5)
+        t[b + "ffn_up.weight"] = r(d_ff, d, s=d**-0.5)
+        t[b + "ffn_down.weight"] = r(d, d_ff, s=d_ff**-0.5)
+    meta = {
+        "general.architecture": "llama",
+        "llama.block_count": n_layers,
+        "llama.context_length": 64,
+        "llama.embedding_length": d,
+        "llama.feed_forward_length": d_ff,
+        "llama.attention.head_count": heads,
+        "llama.attention.head_count_kv": kv,
+        "llama.rope.freq_base": 5000.0,
+        "llama.attention.layer_norm_rms_epsilon": 1e-5,
+        "llama.vocab_size": vocab,
+    }
+    return t, meta
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_gguf_mapping_matches_reference_forward_on_synthetic_weights(tied):
+    """The GGUF → lmfs mapping (names, fused QKV, GQA, tying, interleaved RoPE rows) on random weights, no file."""
+    from lmfs.nn import TransformerLM
+    from lmfs.nn.llama_loader import GGUFCheckpoint, config_from_gguf, gguf_to_lmfs_state_dict
+    from tests.nn.llama_reference import llama_forward
+
+    tensors, meta = _synthetic_gguf(tied=tied)
+    cfg = config_from_gguf(GGUFCheckpoint(path="synthetic", metadata=meta, tensors=tensors))
+    assert cfg.tie_embeddings is tied and cfg.kv_heads == 2 and cfg.rope_theta == 5000.0
+    model = TransformerLM(cfg)
+    if tied:
+        assert model.lm_head.weight is model.token_embeddings.weight
+    model.load_state_dict(gguf_to_lmfs_state_dict(tensors, cfg.num_layers, tied))
+    ids = torch.randint(0, 61, (2, 20), generator=torch.Generator().manual_seed(0))
+    expected = llama_forward({k: torch.from_numpy(v) for k, v in tensors.items()}, meta, ids)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gguf_mapping_names_a_missing_tensor():
+    from lmfs.nn.llama_loader import gguf_to_lmfs_state_dict
+
+    tensors, _ = _synthetic_gguf()
+    del tensors["blk.1.ffn_up.weight"]
+    with pytest.raises(KeyError, match=r"blk\.1\.ffn_up\.weight.*Llama-architecture"):
+        gguf_to_lmfs_state_dict(tensors, 2, tied=False)
+
+
+def test_non_llama_architecture_is_refused():
+    from lmfs.nn.llama_loader import GGUFCheckpoint, config_from_gguf
+
+    _, meta = _synthetic_gguf()
+    meta["general.architecture"] = "gpt2"
+    with pytest.raises(ValueError, match="only 'llama'"):
+        config_from_gguf(GGUFCheckpoint(path="x.gguf", metadata=meta, tensors={}))

@@ -312,3 +312,77 @@ def test_cross_entropy_gradient_is_softmax_minus_onehot():
     cross_entropy(logits, targets).backward()
     expected = (torch.softmax(logits.detach(), -1) - torch.nn.functional.one_hot(targets, 9)) / 6
     torch.testing.assert_close(logits.grad, expected)
+
+
+# ----------------------------------------------------------------------------------------------- hand-written backwards
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_softmax_backward_gradcheck(dim):
+    from lmfs.nn import softmax
+
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: softmax(t, dim), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: softmax(t, dim), (x,))
+
+
+def test_cross_entropy_backward_gradcheck():
+    logits = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 7, (2, 3))
+    assert torch.autograd.gradcheck(lambda t: cross_entropy(t, targets).double(), (logits,))
+
+
+def test_grads_match_autograd_of_builtins():
+    import torch.nn.functional as F
+
+    from lmfs.nn import softmax
+
+    x = torch.randn(4, 6, 9, requires_grad=True)
+    w = torch.randn(4, 6, 9)
+    (softmax(x, -1) * w).sum().backward()
+    ours = x.grad.clone()
+    x.grad = None
+    (torch.softmax(x, -1) * w).sum().backward()
+    torch.testing.assert_close(ours, x.grad)
+
+    logits = (torch.randn(5, 8, 33) * 30).requires_grad_()
+    targets = torch.randint(0, 33, (5, 8))
+    cross_entropy(logits, targets).backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    F.cross_entropy(logits.reshape(-1, 33), targets.reshape(-1)).backward()
+    torch.testing.assert_close(ours, logits.grad)
+
+
+def test_masked_attention_grads_match_builtin():
+    """Masked (-inf) scores must give finite gradients equal to F.scaled_dot_product_attention's."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.randn(2, 6, 4, generator=g).requires_grad_() for _ in range(3)]
+    ref = [t.detach().clone().requires_grad_() for t in ours]
+    w = torch.randn(2, 6, 4, generator=g)
+    (scaled_dot_product_attention(*ours, torch.ones(6, 6, dtype=torch.bool).tril()) * w).sum().backward()
+    (F.scaled_dot_product_attention(*ref, is_causal=True) * w).sum().backward()
+    for a, b in zip(ours, ref, strict=True):
+        assert torch.isfinite(a.grad).all()
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_cross_entropy_grad_dtype():
+    logits = torch.randn(3, 11, dtype=torch.bfloat16, requires_grad=True)
+    cross_entropy(logits, torch.tensor([1, 2, 3])).backward()
+    assert logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad.float()).all()
+
+
+def test_presets_and_flops_formula():
+    from lmfs.nn import preset, train_flops_per_token
+
+    cfg = preset("cs336-tinystories")
+    assert (
+        count_parameters(TransformerLM(cfg, device="meta"))["total"] == 22_696_448
+    )  # 2·10000·512 + 4·(4·512² + 3·512·1344 + 2·512) + 512
+    d, L, V, T, dff = 512, 4, 10000, 256, 1344
+    assert train_flops_per_token(cfg) == 6 * (L * (4 * d * d + 3 * d * dff) + d * V) + 12 * L * d * T
+    with pytest.raises(KeyError, match="known presets"):
+        preset("gpt-5")

@@ -83,7 +83,8 @@ def test_activation_estimate_matches_saved_tensors(kw):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         cross_entropy(model(x), x)
     measured = sum(seen.values())
-    assert activation_bytes(shape, B, T) == pytest.approx(measured, rel=0.03)
+    # the constants in lmfs.scaling.accounting track what lmfs.nn saves: update them when it changes
+    assert activation_bytes(shape, B, T) == pytest.approx(measured, rel=0.05)
 
 
 def test_rule_of_thumb_and_six_nd():

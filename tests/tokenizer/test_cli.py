@@ -96,3 +96,27 @@ def test_report_section(tmp_path: Path) -> None:
     )
     s = section(tmp_path)
     assert s is not None and "3.6" in s.html and "lmfs tokenizer train X" in s.html
+
+
+def test_report_targets_from_bench_store(tmp_path: Path) -> None:
+    bench = tmp_path / "bench" / "cpu-test-2c"
+    bench.mkdir(parents=True)
+
+    def entry(group: str, impl: str, median: float) -> dict:
+        return {"group": group, "extra_info": {"impl": impl}, "stats": {"median": median}}
+
+    (bench / "abc.json").write_text(
+        json.dumps(
+            {
+                "benchmarks": [
+                    entry("tokenizer-train-10MB-vocab10k", "lmfs", 2.0),
+                    entry("tokenizer-train-10MB-vocab10k", "hf-tokenizers", 4.0),
+                    entry("tokenizer-encode-gpt2-single-thread", "lmfs", 3.0),
+                    entry("tokenizer-encode-gpt2-single-thread", "tiktoken", 1.0),
+                ]
+            }
+        )
+    )
+    s = section(tmp_path)
+    assert s is not None
+    assert "<td>yes</td>" in s.html and "<td>no</td>" in s.html  # 0.5× met; 3.0× (> 2.0) not

@@ -159,3 +159,16 @@ def test_coarse_split_gives_the_same_pretokens(text: str) -> None:
     fine = compile_pattern(GPT2_PATTERN)
     assert "".join(coarse.findall(text)) == text
     assert [t for piece in coarse.findall(text) for t in fine.findall(piece)] == fine.findall(text)
+
+
+@settings(max_examples=60)
+@given(
+    text=st.lists(
+        st.sampled_from(["x", "<|e|>", "x<|e|>", "<|e|>x", "ab cd", "\n", "Q\nR", " "]), max_size=60
+    ).map("".join),
+    chunk=st.integers(1, 12),
+)
+def test_specials_that_contain_each_other_or_cut_patterns(text: str, chunk: int) -> None:
+    # "x<|e|>" ends with "<|e|>"; "<|A b|>"-like specials contain the letter-space-letter cut pattern
+    specials = ["<|e|>", "x<|e|>", "ab cd", "Q\nR"]
+    assert _counts_by_chunks(text, chunk, specials) == count_text(text, specials)
