@@ -140,7 +140,7 @@ def chunk_boundaries(
         cut = None
         step = 1 << 16
         while cut is None and pos < size and pos - target < max_search:
-            lead = min(longest, pos - bounds[-1] - 1)  # context before pos, to see a special spanning it
+            lead = min(longest, pos)  # context before pos, to see a special spanning it
             f.seek(pos - lead)
             # windows overlap by the longest special, so one straddling two reads is still found
             window = f.read(lead + step + longest)
