@@ -15,6 +15,7 @@ import sys
 UNIT_CLIS = [
     "lmfs.harness.cli",
     "lmfs.tokenizer.cli",
+    "lmfs.nn.cli",
     "lmfs.train.cli",
     "lmfs.generate.cli",
     "lmfs.scaling.cli",

@@ -17,6 +17,7 @@ SECTION_PROVIDERS: list[str] = [
     "lmfs.harness.sections:benchmarks",
     "lmfs.harness.sections:history",
     "lmfs.tokenizer.report:section",
+    "lmfs.nn.report:section",
     "lmfs.train.report:section",
     "lmfs.scaling.report:section",
     "lmfs.profile.report:section",
