@@ -188,7 +188,8 @@ def history_changes(df: pd.DataFrame, alpha: float = 0.01, window: int = 5, **kw
                     "previous": commits[cp - 1],
                     "index": cp,
                     "ratio": ratio,
-                    "kind": "regression" if ratio > 1 else "improvement",
+                    # "?": too few raw rounds to confirm with the rank test
+                    "kind": ("regression" if ratio > 1 else "improvement") + ("?" if p is None else ""),
                     "p_value": p,
                 }
             )

@@ -185,8 +185,8 @@ def _history_figures(mdf: Any, changes: Any) -> list[str]:
             hi = (g["median"] + g["iqr"] / 2) * 1e3
             ax.fill_between(x, lo, hi, color="#3465a4", alpha=0.15, lw=0)
             for ch in changes[changes["benchmark"] == name].itertuples():
-                color = "#c00" if ch.kind == "regression" else "#1b7f3b"
-                ax.axvline(xpos[ch.commit] - 0.5, color=color, ls="--", lw=1.2)
+                color = "#c00" if ch.kind.startswith("regression") else "#1b7f3b"
+                ax.axvline(xpos[ch.commit] - 0.5, color=color, ls=":" if ch.kind.endswith("?") else "--", lw=1.2)
                 ax.text(xpos[ch.commit] - 0.45, 0.04, f"×{ch.ratio:.2f}", color=color, fontsize=7,
                         ha="left", va="bottom", transform=ax.get_xaxis_transform())
             module, _, test = name.rpartition("::")
@@ -214,7 +214,8 @@ def history(reports_dir: Path) -> Section | None:
         return None
     parts = [note("Median per benchmark over the stored commits of each machine (git order; * = dirty tree), "
                   "band = IQR. Dashed lines mark change points: binary segmentation on log medians, confirmed by "
-                  "Mann–Whitney U on the raw rounds around them (red = slower, green = faster). The table compares the last two commits: a regression is "
+                  "Mann–Whitney U on the raw rounds around them (red = slower, green = faster; dotted and '?' = "
+                  "too few rounds to confirm). The table compares the last two commits: a regression is "
                   "flagged only when the median ratio exceeds 1.10 and Mann–Whitney U on the raw rounds gives "
                   "p < 0.01.")]
     any_history = False
