@@ -77,8 +77,8 @@ def _set_threads(threads: int | None) -> None:
 def _bench_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lmfs.atomic import append_jsonl_atomic
     from lmfs.paths import reports_dir
-    from lmfs.profile.io import append_jsonl_atomic
     from lmfs.profile.model_bench import bench_grid, format_records
 
     _set_threads(args.threads)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lmfs.profile.io import write_json_atomic, write_text_atomic
+from lmfs.atomic import write_json_atomic, write_text_atomic
 from lmfs.profile.summary import summarize_events
 from lmfs.profile.timing import synchronize
 from lmfs.profile.workload import Workload

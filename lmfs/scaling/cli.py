@@ -115,8 +115,8 @@ def _fmt(x: float) -> str:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from lmfs.atomic import write_json_atomic
     from lmfs.scaling.analysis import analyze_table, predictions_frame
-    from lmfs.scaling.io import atomic_write_json
     from lmfs.scaling.tables import load_named
 
     df = load_named(args.table)
@@ -165,7 +165,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     ]
     print(frame[cols].to_string(index=False, float_format=_fmt))
     if args.out:
-        atomic_write_json(args.out, summary)
+        write_json_atomic(args.out, summary, default=float)
         print(f"wrote {args.out}")
     return 0
 
@@ -222,9 +222,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"({100 * res.loss_error:+.2f}%); spent {res.spent:.3g} of {sim.total_budget:.3g}"
         )
         if args.out:
-            from lmfs.scaling.io import atomic_write_json
+            from lmfs.atomic import write_json_atomic
 
-            atomic_write_json(
+            write_json_atomic(
                 args.out,
                 {
                     "summary": res.summary(),
@@ -233,6 +233,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     "seed": sim.seed,
                     "runs": res.runs.to_dict(orient="records"),
                 },
+                default=float,
             )
             print(f"wrote {args.out}")
     if args.state:
@@ -288,8 +289,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     df = run_sweep(spec)
     print(df.to_string(index=False, float_format=_fmt))
     if not args.no_fit and df["compute"].nunique() >= 2:
+        from lmfs.atomic import write_json_atomic
         from lmfs.scaling.analysis import analyze_table
-        from lmfs.scaling.io import atomic_write_json
         from lmfs.scaling.sweep import spec_dict
         from lmfs.scaling.tables import canonical
 
@@ -298,7 +299,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         summary["spec"] = spec_dict(spec)
         out = Path(spec.table).with_name(Path(spec.table).stem + "_fit.json")
-        atomic_write_json(out, summary)
+        write_json_atomic(out, summary, default=float)
         for ap, res in summary["approaches"].items():
             print(f"Approach {ap}: " + (res["error"] if "error" in res else f"N_opt ∝ C^{res['a']:.3f}"))
         print(f"wrote {out}")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lmfs.scaling.io import atomic_write_json
+from lmfs.atomic import write_json_atomic
 from lmfs.scaling.parametric import ChinchillaParams
 
 TRAIN_FLOPS_CHOICES = (
@@ -204,7 +204,7 @@ class TrainingAPISimulator:
 
     def save(self, path: str | Path) -> None:
         """Write the state atomically (temp file + os.replace)."""
-        atomic_write_json(path, self.to_dict())
+        write_json_atomic(path, self.to_dict(), default=float)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainingAPISimulator:

@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from lmfs.atomic import write_text_atomic
 from lmfs.scaling.accounting import ModelShape, param_count, training_flops_per_token
-from lmfs.scaling.io import atomic_write_text
 from lmfs.scaling.shapes import ShapeRule, shape_for_params
 
 COLUMNS = [
@@ -129,7 +129,7 @@ def append_result(path: str | Path, row: dict[str, Any]) -> pd.DataFrame:
         if len(df)
         else pd.DataFrame([{c: row.get(c) for c in COLUMNS}])
     )
-    atomic_write_text(path, df.to_csv(index=False))
+    write_text_atomic(path, df.to_csv(index=False))
     return df
 
 

@@ -336,10 +336,9 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Write ``cfg`` as JSON atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from lmfs.atomic import write_json_atomic
+
+    write_json_atomic(path, cfg.to_dict(), indent=2)
 
 
 __all__ = ["ConfigError", "TrainConfig", "apply_overrides", "config_from_dict", "load_config", "save_config"]

@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lmfs.atomic import write_text_atomic
+
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _portable(path: str) -> str:

@@ -328,13 +328,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
 
 
 def _write_summary(out_dir: Path, result: TrainResult) -> None:
-    import json
-    import os
+    from lmfs.atomic import write_json_atomic
 
-    path = out_dir / "summary.json"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(out_dir / "summary.json", result.to_dict(), indent=2)
 
 
 __all__ = ["NonFiniteLossError", "TrainResult", "evaluate", "read_metrics", "train"]

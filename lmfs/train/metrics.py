@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmfs.atomic import write_text_atomic
+
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a metrics JSONL file (a torn last line, from a crash, is skipped)."""
@@ -29,9 +31,7 @@ def truncate_metrics(path: str | os.PathLike, last_step: int) -> None:
     if not p.is_file():
         return
     kept = [r for r in read_metrics(p) if r.get("step", 0) <= last_step]
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, p)
+    write_text_atomic(p, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class MetricsLog:
