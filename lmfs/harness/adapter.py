@@ -25,6 +25,22 @@ class AdapterMissing(BaseException):
     mistake "not written" for "raised the expected error"."""
 
 
+class AdapterUnavailable(Exception):
+    """What :class:`AdapterMissing` / :class:`AdapterNotImplemented` become outside a test body (e.g. in a
+    fixture): pytest's fixture cache expects ``Exception``s. The message starts with the original name."""
+
+
+class _State:
+    in_test_body = False  # set by the pytest plugin around each test's call phase
+
+
+STATE = _State()
+
+
+def _unavailable(kind: type[BaseException], message: str) -> BaseException:
+    return kind(message) if STATE.in_test_body else AdapterUnavailable(f"{kind.__name__}: {message}")
+
+
 class AdapterNotImplemented(BaseException):
     """An adapter function raised ``NotImplementedError`` (scored as zero; a BaseException for the same reason)."""
 
@@ -82,7 +98,7 @@ def _guard_not_implemented(fn: Any, name: str) -> Any:
         try:
             return fn(*args, **kwargs)
         except NotImplementedError as exc:
-            raise AdapterNotImplemented(f"NotImplementedError in adapter {name}(): {exc}") from exc
+            raise _unavailable(AdapterNotImplemented, f"NotImplementedError in adapter {name}(): {exc}") from exc
 
     return call
 
@@ -108,7 +124,7 @@ class Adapter:
             raise AttributeError(name)
         fn = getattr(self._module, name, None)
         if fn is None:
-            raise AdapterMissing(f"adapter {self._spec} does not define {name}()")
+            raise _unavailable(AdapterMissing, f"adapter {self._spec} does not define {name}()")
         if not callable(fn) or isinstance(fn, type):
             return fn
         return _guard_not_implemented(fn, name)

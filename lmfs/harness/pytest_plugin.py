@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from lmfs.harness import adapter as _adapter_module
 from lmfs.harness.adapter import (
     DEFAULT_ADAPTER,
     Adapter,
@@ -131,6 +132,21 @@ def item_unit(item: pytest.Item) -> str:
 def item_points(item: pytest.Item) -> float:
     marker = item.get_closest_marker("points")
     return float(marker.args[0]) if marker is not None and marker.args else 1.0
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    """Inside a test body a missing adapter function raises a BaseException (so a spec's broad
+    ``pytest.raises(Exception)`` cannot mistake it for the expected error); in fixture setup it raises a
+    plain Exception, which pytest's fixture cache handles (see :mod:`lmfs.harness.adapter`)."""
+    adapter_state.in_test_body = True
+    try:
+        return (yield)
+    finally:
+        adapter_state.in_test_body = False
+
+
+adapter_state = _adapter_module.STATE
 
 
 def _classify(report: pytest.TestReport, call_excinfo: object | None) -> str:
