@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lmfs._lazy import lazy_exports
 
-# Names resolve on first use, so `import lmfs.<unit>.cli` (and `lmfs --help`) does not pull in torch.
 _EXPORTS = {
     "TextStreamer": "lmfs.generate.stream",
     "find_checkpoint": "lmfs.generate.load",
@@ -20,13 +18,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
