@@ -120,3 +120,39 @@ def test_report_targets_from_bench_store(tmp_path: Path) -> None:
     s = section(tmp_path)
     assert s is not None
     assert "<td>yes</td>" in s.html and "<td>no</td>" in s.html  # 0.5× met; 3.0× (> 2.0) not
+
+
+def test_report_targets_take_each_row_from_the_newest_run_that_has_it(tmp_path: Path) -> None:
+    bench = tmp_path / "bench" / "cpu-test-2c"
+    bench.mkdir(parents=True)
+
+    def run(name: str, when: str, entries: list[tuple[str, str, float]]) -> None:
+        benchmarks = [
+            {"group": g, "extra_info": {"impl": impl, "backend": "c"}, "stats": {"median": m}}
+            for g, impl, m in entries
+        ]
+        (bench / name).write_text(json.dumps({"datetime": when, "benchmarks": benchmarks}))
+
+    # file names sort the other way round from the timestamps: only the timestamps may decide
+    run(
+        "a-new.json",
+        "2026-11-26T10:00:00",
+        [
+            ("tokenizer-train-10MB-vocab10k", "lmfs", 1.0),
+            ("tokenizer-train-10MB-vocab10k", "hf-tokenizers", 4.0),
+        ],
+    )
+    run(
+        "z-old.json",
+        "2026-11-25T10:00:00",
+        [
+            ("tokenizer-train-10MB-vocab10k", "lmfs", 9.0),
+            ("tokenizer-train-10MB-vocab10k", "hf-tokenizers", 1.0),
+            ("tokenizer-train-100MB-vocab10k", "lmfs", 3.0),
+            ("tokenizer-train-100MB-vocab10k", "hf-tokenizers", 2.0),
+        ],
+    )
+    s = section(tmp_path)
+    assert s is not None
+    assert "<td>0.25</td>" in s.html and "<td>9.0</td>" not in s.html  # 10 MB from the newer run
+    assert "<td>1.5</td>" in s.html and "cpu-test-2c/z-old" in s.html  # 100 MB only in the older one
