@@ -25,6 +25,11 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "--tokenizer", default=None, help="tokenizer folder (vocab.json, merges.txt) overriding the run's"
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--no-kv-cache",
+        action="store_true",
+        help="re-run the whole context for every token instead of caching keys/values (slower; for comparison)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -62,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
                 seed=seed,
                 on_text=emit,
                 device=args.device,
+                kv_cache=not args.no_kv_cache,
             )
             emit("\n")
     except ValueError as exc:

@@ -68,11 +68,16 @@ def generate_tokens(
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     device: str | torch.device = "cpu",
+    kv_cache: bool = True,
 ) -> Iterator[int]:
-    """Yield up to ``max_new_tokens`` sampled token ids after ``prompt``, one at a time.
-
-    The model sees the last ``context_length`` tokens each step (no KV cache). Stops before yielding
+    """Yield up to ``max_new_tokens`` sampled token ids after ``prompt``, one at a time. Stops before yielding
     ``eos_id``. ``model(ids (1, T)) -> logits (1, T, V)``.
+
+    Without a KV cache (``kv_cache=False``, or a model without ``new_kv_cache``) the model sees the last
+    ``context_length`` tokens at every step. With one (lmfs's TransformerLM), the prompt is fed once and each
+    step feeds only the newest token — the same logits up to rounding while the sequence fits the context. When
+    the cache is full it is refilled from the last three quarters of the context, so a step sees between 3/4 and
+    all of the context rather than exactly the last ``context_length`` tokens.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -81,14 +86,26 @@ def generate_tokens(
     ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
+    cache = None
+    if kv_cache and hasattr(model, "new_kv_cache"):
+        cache = model.new_kv_cache(batch_size=1, max_len=context_length)
+    refill = context_length - max(1, context_length // 4)  # tokens kept when a full cache is rebuilt
     try:
+        fed = ids[:, -context_length:]  # what the next forward call feeds
         for _ in range(max_new_tokens):
-            logits = model(ids[:, -context_length:])[:, -1, :]  # (1, V)
+            if cache is None:
+                logits = model(ids[:, -context_length:])[:, -1, :]  # (1, V)
+            else:
+                if cache.length + fed.shape[1] > cache.max_len:
+                    cache.reset()
+                    fed = ids[:, -refill:]
+                logits = model(fed, kv_cache=cache)[:, -1, :]
             token = sample_next_token(logits, temperature, top_p, generator)
             tid = int(token.item())
             if eos_id is not None and tid == eos_id:
                 return
             yield tid
             ids = torch.cat([ids, token.view(1, 1)], dim=1)
+            fed = token.view(1, 1)
     finally:
         model.train(was_training)

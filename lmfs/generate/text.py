@@ -23,6 +23,7 @@ def generate_text(
     seed: int | None = None,
     on_text: Callable[[str], None] | None = None,
     device: str | torch.device = "cpu",
+    kv_cache: bool = True,
 ) -> str:
     """Continue ``prompt``; returns the generated text (without the prompt), calling ``on_text`` with each
     decoded piece as it appears. Stops at ``<|endoftext|>`` or after ``max_new_tokens`` tokens. An empty
@@ -55,6 +56,7 @@ def generate_text(
         eos_id=eos,
         generator=generator,
         device=device,
+        kv_cache=kv_cache,
     ):
         piece = streamer.push(tid)
         if piece:

@@ -5,6 +5,7 @@ from lmfs._lazy import lazy_exports
 _EXPORTS = {
     "AttentionFn": "lmfs.nn.attention",
     "Embedding": "lmfs.nn.embedding",
+    "KVCache": "lmfs.nn.kv_cache",
     "Linear": "lmfs.nn.linear",
     "MultiHeadSelfAttention": "lmfs.nn.attention",
     "PRESETS": "lmfs.nn.presets",

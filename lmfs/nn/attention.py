@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from lmfs.nn.functional import causal_attention
+from lmfs.nn.functional import causal_attention, causal_mask, scaled_dot_product_attention
+from lmfs.nn.kv_cache import KVCache
 from lmfs.nn.linear import Linear
 from lmfs.nn.rope import RotaryEmbedding
 
@@ -27,6 +28,10 @@ class MultiHeadSelfAttention(nn.Module):
     attribute to plug in e.g. FlashAttention.
 
     forward(x (..., seq, d_model), token_positions (..., seq) | None) -> (..., seq, d_model).
+
+    With a :class:`~lmfs.nn.kv_cache.KVCache` (``kv_cache`` + this layer's index ``layer``), x holds only the new
+    positions: their keys/values are appended to the cache and their queries attend to every cached position
+    (causally among the new ones). That path uses the masked from-scratch attention, not ``attention_fn``.
     """
 
     def __init__(
@@ -58,7 +63,13 @@ class MultiHeadSelfAttention(nn.Module):
         self.rope = rope
         self.attention_fn: AttentionFn = attention_fn or causal_attention
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        token_positions: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> Tensor:
         *lead, seq, _ = x.shape
         x3 = x.reshape(-1, seq, self.d_model)  # (B, T, d_model)
         B = x3.shape[0]
@@ -75,13 +86,32 @@ class MultiHeadSelfAttention(nn.Module):
                 pos = token_positions.reshape(-1, seq) if token_positions.dim() > 1 else token_positions[None]
                 pos = pos.unsqueeze(1)
             q, k = self.rope(q, pos), self.rope(k, pos)
+        if kv_cache is not None:
+            out = self._attend_cached(q, k, v, kv_cache, layer)
+        else:
+            out = self._attend(q, k, v)
+        out = out.transpose(1, 2).reshape(B, seq, self.num_heads * self.d_head)
+        return self.output_proj(out).reshape(*lead, seq, self.d_model)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.num_kv_heads != self.num_heads:
             group = self.num_heads // self.num_kv_heads
             k = k.repeat_interleave(group, dim=1)
             v = v.repeat_interleave(group, dim=1)
-        out = self.attention_fn(q, k, v, True)  # (B, H, T, D)
-        out = out.transpose(1, 2).reshape(B, seq, self.num_heads * self.d_head)
-        return self.output_proj(out).reshape(*lead, seq, self.d_model)
+        return self.attention_fn(q, k, v, True)  # (B, H, T, D)
+
+    def _attend_cached(self, q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int) -> Tensor:
+        """q (B, H, T, D) of the new positions against cached + new k, v (B, Hkv, L + T, D)."""
+        keys, values = cache.update(layer, k.to(cache.keys[layer].dtype), v.to(cache.values[layer].dtype))
+        B, H, T, D = q.shape
+        group = H // self.num_kv_heads
+        # query heads of one K/V head side by side: (B, Hkv, group, T, D) against (B, Hkv, 1, L + T, D)
+        qg = q.reshape(B, self.num_kv_heads, group, T, D)
+        mask = causal_mask(T, keys.shape[-2], device=q.device)
+        out = scaled_dot_product_attention(
+            qg, keys.unsqueeze(2).to(q.dtype), values.unsqueeze(2).to(q.dtype), mask
+        )
+        return out.reshape(B, H, T, D)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}"

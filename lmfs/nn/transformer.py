@@ -11,6 +11,7 @@ from lmfs.nn.attention import AttentionFn, MultiHeadSelfAttention
 from lmfs.nn.config import TransformerConfig
 from lmfs.nn.embedding import Embedding
 from lmfs.nn.ffn import SiLUFFN, SwiGLU
+from lmfs.nn.kv_cache import KVCache
 from lmfs.nn.linear import Linear
 from lmfs.nn.rmsnorm import RMSNorm
 from lmfs.nn.rope import RotaryEmbedding
@@ -61,11 +62,17 @@ class TransformerBlock(nn.Module):
         self.ln1 = _norm(config, device, dtype)
         self.ln2 = _norm(config, device, dtype)
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        token_positions: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> Tensor:
         if self.norm == "post":
-            x = self.ln1(x + self.attn(x, token_positions))
+            x = self.ln1(x + self.attn(x, token_positions, kv_cache, layer))
             return self.ln2(x + self.ffn(x))
-        x = x + self.attn(self.ln1(x), token_positions)
+        x = x + self.attn(self.ln1(x), token_positions, kv_cache, layer)
         return x + self.ffn(self.ln2(x))
 
 
@@ -77,6 +84,9 @@ class TransformerLM(nn.Module):
     (see :func:`lmfs.nn.state_dict.load_cs336_state_dict`).
 
     forward(in_indices (B, T) long, T ≤ context_length) -> logits (B, T, vocab_size).
+
+    Decoding: ``cache = model.new_kv_cache()``, then ``model(ids, kv_cache=cache)`` feeds only the positions
+    after the cached ones (positions continue from ``cache.length``); see :mod:`lmfs.nn.kv_cache`.
     """
 
     def __init__(
@@ -110,17 +120,50 @@ class TransformerLM(nn.Module):
         for layer in self.layers:
             layer.attn.attention_fn = fn
 
-    def forward(self, in_indices: Tensor, token_positions: Tensor | None = None) -> Tensor:
+    def forward(
+        self, in_indices: Tensor, token_positions: Tensor | None = None, kv_cache: KVCache | None = None
+    ) -> Tensor:
         seq = in_indices.shape[-1]
         if seq > self.config.context_length:
             raise ValueError(
                 f"TransformerLM: input has {seq} tokens but context_length is {self.config.context_length}; "
                 "crop the input to the last context_length tokens"
             )
+        if kv_cache is not None:
+            if in_indices.dim() != 2:
+                raise ValueError(
+                    f"with a KV cache, in_indices must be (batch, seq); got {tuple(in_indices.shape)}"
+                )
+            kv_cache.check_room(seq, in_indices.shape[0])
+            if token_positions is None:
+                start = kv_cache.length
+                token_positions = torch.arange(start, start + seq, device=in_indices.device)
         x = self.token_embeddings(in_indices)
-        for layer in self.layers:
-            x = layer(x, token_positions)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, token_positions, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.advance(seq)
         return self.lm_head(self.ln_final(x))
+
+    def new_kv_cache(
+        self, batch_size: int = 1, max_len: int | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache:
+        """An empty :class:`~lmfs.nn.kv_cache.KVCache` for this model (max_len ≤ context_length; default equal)."""
+        max_len = self.config.context_length if max_len is None else max_len
+        if not 1 <= max_len <= self.config.context_length:
+            raise ValueError(
+                f"max_len must be in [1, context_length={self.config.context_length}], got {max_len}"
+            )
+        weight = self.token_embeddings.weight
+        return KVCache(
+            self.config.num_layers,
+            batch_size,
+            self.config.kv_heads,
+            max_len,
+            self.config.d_head,
+            device=weight.device,
+            dtype=dtype or weight.dtype,
+        )
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Distinct parameters; ``non_embedding`` leaves out the token embedding and the output projection."""

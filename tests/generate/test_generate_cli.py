@@ -29,23 +29,15 @@ def test_generate_streams_a_continuation(tmp_path: Path, capsys: pytest.CaptureF
         lr=2e-2,
     )
     train(cfg, progress=False)
-    rc = main(
-        [
-            "generate",
-            "--checkpoint",
-            cfg.out_dir,
-            "--prompt",
-            "the cat",
-            "--max-new-tokens",
-            "24",
-            "--temperature",
-            "0",
-            "--seed",
-            "0",
-        ]
-    )
+    args = ["generate", "--checkpoint", cfg.out_dir, "--prompt", "the cat", "--max-new-tokens", "24"]
+    args += ["--temperature", "0", "--seed", "0"]
+    rc = main(args)
     out = capsys.readouterr().out
     assert rc == 0
+    # greedy and within the 16-token context (7 prompt + 9 new): the KV cache changes nothing
+    short = [*args[:-5], "9", *args[-4:]]
+    outs = [(main(short + extra), capsys.readouterr().out) for extra in ([], ["--no-kv-cache"])]
+    assert outs[0] == outs[1] and outs[0][0] == 0
     assert out.startswith("the cat")
     assert len(out.strip()) > len("the cat") + 5
     # a well-trained byte model continues the pattern
