@@ -88,8 +88,11 @@ def generate_tokens(
     model.eval()
     cache = None
     if kv_cache and hasattr(model, "new_kv_cache"):
-        cache = model.new_kv_cache(batch_size=1, max_len=context_length)
-    refill = context_length - max(1, context_length // 4)  # tokens kept when a full cache is rebuilt
+        # no longer than this generation can use: a long-context model need not hold its whole context in memory
+        cache = model.new_kv_cache(batch_size=1, max_len=min(context_length, len(prompt) + max_new_tokens))
+    refill = context_length - context_length // 4  # tokens kept when a full cache is rebuilt
+    if cache is not None:
+        refill = max(1, min(refill, cache.max_len - 1))
     try:
         fed = ids[:, -context_length:]  # what the next forward call feeds
         for _ in range(max_new_tokens):

@@ -91,6 +91,14 @@ def test_generation_past_the_context_refills_the_cache() -> None:
     model = _model(ctx=16)
     out = list(generate_tokens(model, [3] * 20, 40, context_length=16, temperature=0))  # prompt > context
     assert len(out) == 40 and all(0 <= t < 61 for t in out)
+    for ctx in (1, 2, 3):  # tiny contexts: the cache is rebuilt from the last token(s) when full
+        model = _model(ctx=ctx)
+        out = list(generate_tokens(model, [3, 4, 5], 6, context_length=ctx, temperature=0))
+        assert len(out) == 6
+        if ctx == 1:  # both see exactly the last token
+            assert out == list(
+                generate_tokens(model, [3, 4, 5], 6, context_length=1, temperature=0, kv_cache=False)
+            )
 
 
 def test_cache_errors() -> None:

@@ -105,6 +105,14 @@ def test_smollm2_greedy_generation_is_coherent(smollm2):
     text = tok.decode(ids[0].tolist())
     assert text.startswith(prompt)
     assert "Paris" in text[len(prompt) :], text
+    # the KV-cached generation loop continues the same way
+    from lmfs.generate.sampling import generate_tokens
+
+    n = len(tok.encode(prompt))
+    cached = generate_tokens(
+        model, ids[0, :n].tolist(), 8, context_length=model.config.context_length, temperature=0
+    )
+    assert list(cached) == ids[0, n:].tolist()
 
 
 @pytest.mark.slow
