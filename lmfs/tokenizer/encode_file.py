@@ -19,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lmfs.tokenizer.counting import available_cores
+from lmfs.tokenizer.counting import available_cores, read_utf8_chunk
 from lmfs.tokenizer.pretokenize import chunk_boundaries, read_chunk
 from lmfs.tokenizer.tokenizer import Tokenizer
 
 _WORKER_TOKENIZER: Tokenizer | None = None  # set before forking; the workers inherit it
+#: with the C encoder (~100-150 MB/s per process) a worker process pays off only for this many bytes: by default
+#: (``num_workers=None``) small files are encoded in this process, skipping the pool's start-up
+C_BYTES_PER_WORKER = 8 << 20
 
 
 @dataclass
@@ -32,6 +35,7 @@ class EncodeStats:
     tokens: int
     seconds: float
     dtype: str
+    backend: str = "python"  # where the encoding ran: "c" (lmfs.tokenizer._ctext) or "python"
 
     @property
     def bytes_per_token(self) -> float:
@@ -45,6 +49,10 @@ class EncodeStats:
 def _encode_chunk(job: tuple[str, int, int, str]) -> np.ndarray:
     path, start, end, dtype = job
     assert _WORKER_TOKENIZER is not None
+    enc = _WORKER_TOKENIZER._native_bytes_encoder()
+    if enc is not None:  # GPT-2's pre-tokenizer in C: bytes in, a compact id array out
+        data = read_utf8_chunk(path, start, end)
+        return np.frombuffer(enc.encode_array(data, np.dtype(dtype).itemsize), dtype=dtype)
     return np.asarray(_WORKER_TOKENIZER.encode(read_chunk(path, start, end)), dtype=dtype)
 
 
@@ -75,6 +83,8 @@ def encode_file(
         bounds = chunk_boundaries(f, chunk_bytes, tokenizer.special_tokens)
     jobs = [(input_path, s, e, dtype) for s, e in itertools.pairwise(bounds) if e > s]
     workers = num_workers or available_cores()
+    if num_workers is None and tokenizer._native_bytes_encoder() is not None:
+        workers = max(1, min(workers, -(-bounds[-1] // C_BYTES_PER_WORKER)))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, raw_path = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".raw")
     bar = None
@@ -111,7 +121,7 @@ def encode_file(
             bar.close()
         if os.path.exists(raw_path):
             os.unlink(raw_path)
-    return EncodeStats(bounds[-1], n_tokens, time.perf_counter() - t0, dtype)
+    return EncodeStats(bounds[-1], n_tokens, time.perf_counter() - t0, dtype, tokenizer.backend)
 
 
 def _raw_to_npy(raw_path: str, out: Path, dtype: str, n: int, block: int = 1 << 24) -> None:

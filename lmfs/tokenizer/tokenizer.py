@@ -8,6 +8,11 @@ cache misses.
 Lone surrogates (which a Python ``str`` can hold but UTF-8 cannot encode) are replaced by U+FFFD before encoding,
 as tiktoken does; a high+low surrogate pair in a ``str`` becomes the code point it stands for.
 Decoding replaces malformed UTF-8 (ids that split a character) with U+FFFD.
+
+When the C extension ``lmfs.tokenizer._ctext`` is built (see :mod:`lmfs.tokenizer.native`), encoding runs there:
+GPT-2's pre-tokenizer, special-token splitting, the BPE and the cache all in C over UTF-8 bytes. Other
+pre-tokenizer regexes (cl100k) stay in Python and only the BPE of their pre-tokens runs in C. Text holding lone
+surrogates always takes the pure-Python path. Both give identical ids (tests compare them).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, pairwise
 
+from lmfs.tokenizer import native
 from lmfs.tokenizer.pretokenize import (
     GPT2_PATTERN,
     coarse_pattern,
@@ -40,6 +46,8 @@ class Tokenizer:
         merges: merged pairs of token bytes, in creation order (rank 0 first).
         special_tokens: strings that are always one token and never split; added to the vocab when missing.
         pattern: the pre-tokenizer regex (default GPT-2's; see :data:`~lmfs.tokenizer.pretokenize.CL100K_PATTERN`).
+        backend: ``auto``/``c``/``python`` for the encoder (default: ``LMFS_TOKENIZER_BACKEND``, see
+            :mod:`lmfs.tokenizer.native`).
     """
 
     def __init__(
@@ -48,6 +56,8 @@ class Tokenizer:
         merges: Sequence[tuple[bytes, bytes]],
         special_tokens: Sequence[str] | None = None,
         pattern: str = GPT2_PATTERN,
+        *,
+        backend: str | None = None,
     ) -> None:
         self.vocab: dict[int, bytes] = dict(vocab)
         self.merges: list[tuple[bytes, bytes]] = list(merges)
@@ -92,6 +102,41 @@ class Tokenizer:
         # ids of the 256 single bytes (GPT-2's files do not give byte x the id x)
         byte_ids = [self.token_to_id[bytes([x])] for x in range(256)]
         self._byte_ids: list[int] | None = None if byte_ids == list(range(256)) else byte_ids
+        self._backend_request = backend
+        self._native: object | None = None  # the C encoder, built on first use (never pickled)
+        self._native_tried = False
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_native"], state["_native_tried"] = None, False
+        return state
+
+    def _native_encoder(self):
+        """The C encoder (``_ctext.Encoder``) for this tokenizer, or None when the pure-Python code is used."""
+        if not self._native_tried:
+            mod = native.load_ctext(self._backend_request)
+            if mod is not None:
+                tid = self.token_to_id
+                merges = [(tid[a], tid[b], tid[a + b]) for a, b in self.merges]
+                byte_ids = [tid[bytes([x])] for x in range(256)]
+                specials = [(s.encode("utf-8"), i) for s, i in self.special_to_id.items()]
+                self._native = mod.Encoder(merges, byte_ids, specials, CACHE_LIMIT)
+            self._native_tried = True
+        return self._native
+
+    def _native_bytes_encoder(self):
+        """The C encoder when it pre-tokenizes raw UTF-8 bytes itself (GPT-2's pattern), else None."""
+        return self._native_encoder() if self._coarse is not None else None
+
+    @property
+    def backend(self) -> str:
+        """``c`` when encoding runs in the C extension, else ``python``."""
+        return "python" if self._native_encoder() is None else "c"
+
+    def cache_size(self) -> int:
+        """Number of cached pre-tokens (bounded by :data:`CACHE_LIMIT`)."""
+        enc = self._native_encoder()
+        return len(self._cache) if enc is None else max(enc.cache_size(), len(self._cache))
 
     # ------------------------------------------------------------------------------------------ encode
 
@@ -129,6 +174,12 @@ class Tokenizer:
         return ids
 
     def _encode_pretokens(self, pretokens: list[str]) -> list[int]:
+        enc = self._native_encoder()
+        if enc is not None:
+            try:
+                return enc.encode_pieces(pretokens)
+            except UnicodeEncodeError:  # lone surrogates: the Python path below replaces them
+                pass
         cache = self._cache
         parts = list(map(cache.get, pretokens))
         if None in parts:
@@ -146,6 +197,13 @@ class Tokenizer:
     def _encode_plain(self, text: str) -> list[int]:
         """Ids of text without special tokens. With GPT-2's regex, a fast coarse split (one piece per word with
         its punctuation, e.g. ``" word,"``) is looked up in a second cache; only new pieces are pre-tokenized."""
+        if self._coarse is not None and (enc := self._native_encoder()) is not None:
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: the Python path
+                pass
+            else:
+                return enc.encode(data, False)
         if self._coarse is None:
             return self._encode_pretokens(self._pat.findall(text))
         pieces = self._coarse.findall(text)
@@ -166,6 +224,13 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``."""
+        if self._coarse is not None and (enc := self._native_encoder()) is not None:
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: the Python path
+                pass
+            else:
+                return enc.encode(data)
         if self._specials is None:
             return self._encode_plain(text)
         out: list[int] = []

@@ -13,6 +13,11 @@ pairs ``(prev, a)``/``(b, next)`` lose the pre-token's frequency and ``(prev, c)
 Ties are broken towards the lexicographically greater pair of byte strings. ``tie_key`` turns that into a
 min-heap order: :func:`_reverse_key` maps a token to bytes whose order is the reverse of the tokens' order
 (a prefix sorts after its extensions), and a pair's key is the concatenation of its two tokens' keys.
+
+The loop exists twice: :func:`_train_from_counts_python` is the readable reference written out above;
+``lmfs.tokenizer._cmerge`` (``csrc/merge.c``) is the same algorithm in C (an indexed heap instead of the lazy
+one, the same selection rule), used when it is built (see :mod:`lmfs.tokenizer.native` for the switch). Both
+return identical merges; ``tests/tokenizer/test_merge_native.py`` checks that.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lmfs.tokenizer import native
 from lmfs.tokenizer.counting import count_pretokens
 from lmfs.tokenizer.pretokenize import GPT2_PATTERN
 
@@ -96,12 +102,14 @@ def train_bpe(
     num_workers: int | None = None,
     progress: bool = False,
     stats: TrainStats | None = None,
+    backend: str | None = None,
 ) -> tuple[Vocab, Merges]:
     """Train a byte-level BPE tokenizer on the UTF-8 text file ``input_path``.
 
     Returns ``(vocab, merges)``: ``vocab`` maps id → bytes (256 bytes, then specials, then one token per merge,
     ``len(vocab) <= vocab_size``; fewer when the corpus runs out of pairs), ``merges`` lists the merged pairs in
-    creation order. Pass a :class:`TrainStats` to get timings and peak memory.
+    creation order. Pass a :class:`TrainStats` to get timings and peak memory. ``backend`` (``auto``, ``c``,
+    ``python``; default ``$LMFS_TOKENIZER_BACKEND``) picks the merge loop's implementation.
     """
     specials = check_settings(vocab_size, special_tokens)
     stats = stats if stats is not None else TrainStats()
@@ -112,12 +120,24 @@ def train_bpe(
     stats.pretokenize_s = time.perf_counter() - t0
     stats.distinct_pretokens = len(counts)
     t1 = time.perf_counter()
-    vocab, merges = train_from_counts(counts, vocab_size, specials, progress=progress)
+    cmerge = native.load("_cmerge", backend)
+    stats.extra["backend"] = "python" if cmerge is None else "c"
+    vocab, merges = train_from_counts(
+        counts, vocab_size, specials, progress=progress, backend="python" if cmerge is None else "c"
+    )
     stats.merge_s = time.perf_counter() - t1
     stats.num_merges = len(merges)
     stats.peak_rss_mb = _peak_rss_mb(resource.RUSAGE_SELF)
     stats.peak_worker_rss_mb = _peak_rss_mb(resource.RUSAGE_CHILDREN)
     return vocab, merges
+
+
+def _progress_bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="merges", unit="merge", leave=False)
 
 
 def train_from_counts(
@@ -126,8 +146,53 @@ def train_from_counts(
     special_tokens: Sequence[str] = (),
     *,
     progress: bool = False,
+    backend: str | None = None,
 ) -> tuple[Vocab, Merges]:
-    """BPE merges from a table of pre-token counts (keys are str, encoded as UTF-8, or bytes)."""
+    """BPE merges from a table of pre-token counts (keys are str, encoded as UTF-8, or bytes).
+
+    ``backend``: ``auto`` (C when built), ``c`` (C or an error), ``python``; default ``$LMFS_TOKENIZER_BACKEND``.
+    """
+    cmerge = native.load("_cmerge", backend)
+    if cmerge is None:
+        return _train_from_counts_python(counts, vocab_size, special_tokens, progress=progress)
+    specials = check_settings(vocab_size, special_tokens)
+    vocab = base_vocab(specials)
+    num_merges = vocab_size - len(vocab)
+    words: list[bytes] = []
+    freqs: list[int] = []
+    for tok, f in counts.items():
+        b = tok.encode("utf-8") if isinstance(tok, str) else tok
+        if len(b) > 1 and f > 0:  # single bytes never take part in a merge
+            words.append(b)
+            freqs.append(f)
+    bar = _progress_bar(progress, num_merges)
+    try:
+        pairs = cmerge.merge(
+            words, freqs, min(num_merges, 2**62), len(vocab), None if bar is None else bar.update
+        )
+    except OverflowError:  # counts beyond 64 bits: only Python's ints hold them
+        pairs = None
+    finally:
+        if bar is not None:
+            bar.close()
+    if pairs is None:
+        return _train_from_counts_python(counts, vocab_size, special_tokens, progress=progress)
+    merges: Merges = []
+    for a, b in pairs:
+        left, right = vocab[a], vocab[b]
+        vocab[len(vocab)] = left + right
+        merges.append((left, right))
+    return vocab, merges
+
+
+def _train_from_counts_python(
+    counts: Mapping[str, int] | Mapping[bytes, int],
+    vocab_size: int,
+    special_tokens: Sequence[str] = (),
+    *,
+    progress: bool = False,
+) -> tuple[Vocab, Merges]:
+    """The pure-Python merge loop (the reference the C loop is tested against)."""
     specials = check_settings(vocab_size, special_tokens)
     vocab = base_vocab(specials)
     num_merges = vocab_size - len(vocab)
@@ -161,11 +226,7 @@ def train_from_counts(
     heapq.heapify(heap)
 
     merges: Merges = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=num_merges, desc="merges", unit="merge", leave=False)
+    bar = _progress_bar(progress, num_merges)
     heappop, heappush = heapq.heappop, heapq.heappush
     new_id = len(vocab)
     while len(merges) < num_merges and heap:
