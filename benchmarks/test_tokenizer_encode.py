@@ -2,7 +2,11 @@
 
 * single thread, warm pre-token cache (the steady state of a long-lived tokenizer) and cold cache (a fresh
   tokenizer: every distinct pre-token runs BPE once);
-* whole-file parallel tokenization to a ``.npy`` (all cores) vs tiktoken single-thread encode + ``np.save``.
+* whole-file parallel tokenization to a ``.npy`` (all cores) vs tiktoken single-thread encode + ``np.save``
+  (with the C encoder lmfs starts one process per 8 MB at most, so the 5 MB file runs in one).
+
+``lmfs`` is the default backend (the C kernels when built: ``extra_info["backend"]``); ``lmfs-python`` forces
+the pure-Python reference code.
 
 Targets (issue 3): single-thread ≥ 0.5× tiktoken; whole-file parallel ≥ tiktoken's single-thread rate.
 """
@@ -37,15 +41,20 @@ def tiktoken_gpt2():
     return tiktoken.get_encoding("gpt2")
 
 
-def _lmfs_gpt2():
+def _lmfs_gpt2(backend: str | None = None):
     from lmfs.tokenizer.formats import load_gpt2
 
-    return load_gpt2(
+    tok = load_gpt2(
         shared_data("tokenizers", "gpt2_encoder.json"), shared_data("tokenizers", "gpt2_vocab.bpe")
     )
+    if backend is None:
+        return tok
+    from lmfs.tokenizer.tokenizer import Tokenizer
+
+    return Tokenizer(tok.vocab, tok.merges, tok.special_tokens, tok.pattern, backend=backend)
 
 
-@pytest.mark.parametrize("impl", ["lmfs", "lmfs-cold-cache", "tiktoken"])
+@pytest.mark.parametrize("impl", ["lmfs", "lmfs-cold-cache", "lmfs-python", "tiktoken"])
 def test_encode_single_thread(benchmark, impl: str, text: str, tiktoken_gpt2) -> None:
     n_bytes = len(text.encode("utf-8"))
     expected = tiktoken_gpt2.encode(text, allowed_special={EOT})
@@ -55,10 +64,12 @@ def test_encode_single_thread(benchmark, impl: str, text: str, tiktoken_gpt2) ->
         ids = benchmark.pedantic(
             lambda: tiktoken_gpt2.encode(text, allowed_special={EOT}), rounds=5, iterations=1, warmup_rounds=1
         )
-    elif impl == "lmfs":
-        tok = _lmfs_gpt2()
+    elif impl in ("lmfs", "lmfs-python"):
+        tok = _lmfs_gpt2("python" if impl == "lmfs-python" else None)
+        benchmark.extra_info["backend"] = tok.backend
         ids = benchmark.pedantic(lambda: tok.encode(text), rounds=5, iterations=1, warmup_rounds=1)
     else:
+        benchmark.extra_info["backend"] = _lmfs_gpt2().backend
         ids = benchmark.pedantic(
             lambda tok: tok.encode(text), setup=lambda: ((_lmfs_gpt2(),), {}), rounds=3, iterations=1
         )
@@ -77,6 +88,7 @@ def test_encode_whole_file(benchmark, impl: str, tmp_path: Path, tiktoken_gpt2) 
         from lmfs.tokenizer.encode_file import encode_file
 
         # a fresh tokenizer (cold pre-token cache) per round
+        benchmark.extra_info["backend"] = _lmfs_gpt2().backend
         benchmark.pedantic(
             lambda tok: encode_file(tok, src, out),
             setup=lambda: ((_lmfs_gpt2(),), {}),
@@ -111,7 +123,9 @@ def test_encode_whole_file_100mb(benchmark, impl: str, tmp_path: Path, tiktoken_
         from lmfs.tokenizer.encode_file import encode_file
 
         st = benchmark.pedantic(lambda: encode_file(_lmfs_gpt2(), src, out), rounds=1, iterations=1)
-        benchmark.extra_info["tokens"] = st.tokens
+        benchmark.extra_info.update(tokens=st.tokens, backend=st.backend)
+        expected = tiktoken_gpt2.encode(src.read_bytes().decode("utf-8"), allowed_special={EOT})
+        assert np.array_equal(np.load(out, mmap_mode="r"), np.asarray(expected, dtype=np.uint16))
     else:
 
         def run() -> int:

@@ -1,7 +1,8 @@
 """BPE training: lmfs vs HF ``tokenizers`` BpeTrainer (byte-level), same file, vocab 10,000, all cores.
 
 10 MB (a prefix of gutenberg_train.txt cut at a line end) runs in the default suite; the full 100 MB file is
-``slow``. Both peers use every core (lmfs: one pre-tokenization process per core; HF: its Rayon pool).
+``slow``. Both peers use every core (lmfs: up to one pre-tokenization process per core; HF: its Rayon pool).
+``lmfs`` is the default backend (the C kernels when built); ``lmfs-python`` the pure-Python reference code.
 Target (issue 3): lmfs wall time ≤ 1.0× HF's, peak RSS < 2 GB.
 """
 
@@ -32,17 +33,18 @@ def corpus_10mb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _train_lmfs(path: Path) -> dict:
+def _train_lmfs(path: Path, backend: str | None = None) -> dict:
     from lmfs.tokenizer.train import TrainStats, train_bpe
 
     stats = TrainStats()
-    vocab, _merges = train_bpe(path, VOCAB, [EOT], stats=stats)
+    vocab, _merges = train_bpe(path, VOCAB, [EOT], stats=stats, backend=backend)
     assert len(vocab) == VOCAB
     return {
         "pretokenize_s": stats.pretokenize_s,
         "merge_s": stats.merge_s,
         "peak_rss_mb": stats.peak_rss_mb,
         "peak_worker_rss_mb": stats.peak_worker_rss_mb,
+        "backend": stats.extra.get("backend", "python"),
     }
 
 
@@ -65,12 +67,13 @@ def _run(benchmark, impl: str, path: Path, group: str, rounds: int) -> None:
     pytest.importorskip("tokenizers")
     benchmark.group = group
     benchmark.extra_info.update(impl=impl, bytes=path.stat().st_size)
-    if impl == "lmfs":
+    if impl in ("lmfs", "lmfs-python"):
         info: dict = {}
+        backend = "python" if impl == "lmfs-python" else None
         benchmark.pedantic(
-            lambda: info.update(_train_lmfs(path)), rounds=rounds, iterations=1, warmup_rounds=0
+            lambda: info.update(_train_lmfs(path, backend)), rounds=rounds, iterations=1, warmup_rounds=0
         )
-        benchmark.extra_info.update({k: round(v, 3) for k, v in info.items()})
+        benchmark.extra_info.update({k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()})
         assert info["peak_rss_mb"] < 2048 and info["peak_worker_rss_mb"] < 2048
     else:
         benchmark.pedantic(lambda: _train_hf(path), rounds=rounds, iterations=1, warmup_rounds=0)
@@ -79,7 +82,7 @@ def _run(benchmark, impl: str, path: Path, group: str, rounds: int) -> None:
         )
 
 
-@pytest.mark.parametrize("impl", ["lmfs", "hf-tokenizers"])
+@pytest.mark.parametrize("impl", ["lmfs", "lmfs-python", "hf-tokenizers"])
 def test_train_bpe_10mb(benchmark, impl: str, corpus_10mb: Path) -> None:
     _run(benchmark, impl, corpus_10mb, "tokenizer-train-10MB-vocab10k", rounds=2)
 

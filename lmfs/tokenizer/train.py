@@ -109,13 +109,20 @@ def train_bpe(
     Returns ``(vocab, merges)``: ``vocab`` maps id → bytes (256 bytes, then specials, then one token per merge,
     ``len(vocab) <= vocab_size``; fewer when the corpus runs out of pairs), ``merges`` lists the merged pairs in
     creation order. Pass a :class:`TrainStats` to get timings and peak memory. ``backend`` (``auto``, ``c``,
-    ``python``; default ``$LMFS_TOKENIZER_BACKEND``) picks the merge loop's implementation.
+    ``python``; default ``$LMFS_TOKENIZER_BACKEND``) picks the implementation of pre-token counting and of
+    the merge loop.
     """
     specials = check_settings(vocab_size, special_tokens)
     stats = stats if stats is not None else TrainStats()
     t0 = time.perf_counter()
     counts = count_pretokens(
-        input_path, specials, pattern=pattern, num_workers=num_workers, progress=progress
+        input_path,
+        specials,
+        pattern=pattern,
+        num_workers=num_workers,
+        progress=progress,
+        as_bytes=True,
+        backend=backend,
     )
     stats.pretokenize_s = time.perf_counter() - t0
     stats.distinct_pretokens = len(counts)
