@@ -30,9 +30,13 @@ def register(groups: dict[str, Any]) -> None:
     t.add_argument("--special-token", action="append", default=[], help="special token (repeatable)")
     t.add_argument("--out", required=True, help="folder for vocab.json, merges.txt, tokenizer.json")
     t.add_argument(
-        "--workers", type=int, default=None, help="pre-tokenization processes (default: all cores)"
+        "--workers",
+        type=int,
+        default=None,
+        help="pre-tokenization processes (default: all cores; with the C kernels at most one per 8 MB)",
     )
     t.add_argument("--no-progress", action="store_true")
+    _backend_arg(t)
     t.set_defaults(func=_train)
 
     e = sub.add_parser("encode", help="tokenize a text file into a .npy token array (parallel)")
@@ -40,8 +44,14 @@ def register(groups: dict[str, Any]) -> None:
     _tokenizer_args(e)
     e.add_argument("--out", required=True, help="output .npy (uint16 when the vocab fits, else uint32)")
     e.add_argument("--dtype", choices=["uint16", "uint32"], default=None)
-    e.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    e.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes (default: all cores; with the C kernels at most one per 8 MB)",
+    )
     e.add_argument("--no-progress", action="store_true")
+    _backend_arg(e)
     e.set_defaults(func=_encode)
 
     d = sub.add_parser("decode", help="turn a .npy token array (or ids on the command line) back into text")
@@ -58,6 +68,15 @@ def register(groups: dict[str, Any]) -> None:
     _tokenizer_args(c)
     c.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     c.set_defaults(func=_compress)
+
+
+def _backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=["auto", "c", "python"],
+        default=None,
+        help="C kernels or the pure-Python code (default: $LMFS_TOKENIZER_BACKEND, else auto = C when built)",
+    )
 
 
 def _tokenizer_args(p: argparse.ArgumentParser) -> None:
@@ -93,6 +112,7 @@ def _train(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         progress=not args.no_progress,
         stats=stats,
+        backend=args.backend,
     )
     info = {
         "corpus": str(args.corpus),
@@ -104,13 +124,15 @@ def _train(args: argparse.Namespace) -> int:
         "distinct_pretokens": stats.distinct_pretokens,
         "peak_rss_mb": round(stats.peak_rss_mb, 1),
         "peak_worker_rss_mb": round(stats.peak_worker_rss_mb, 1),
+        "backend": stats.extra.get("backend", "python"),
     }
     out = save_tokenizer(args.out, vocab, merges, args.special_token, meta={"trained": info})
     atomic_write(out / "train_stats.json", json.dumps(info, indent=2) + "\n")
     print(
         f"trained {len(vocab)} tokens ({len(merges)} merges) in {stats.total_s:.1f} s "
         f"(pre-tokenize {stats.pretokenize_s:.1f} s, merges {stats.merge_s:.1f} s); "
-        f"peak RSS {stats.peak_rss_mb:.0f} MB (largest worker {stats.peak_worker_rss_mb:.0f} MB) -> {out}"
+        f"peak RSS {stats.peak_rss_mb:.0f} MB (largest worker {stats.peak_worker_rss_mb:.0f} MB), "
+        f"{info['backend']} backend -> {out}"
     )
     return 0
 
@@ -120,6 +142,10 @@ def _encode(args: argparse.Namespace) -> int:
     from lmfs.tokenizer.formats import atomic_write
 
     tok = _load(args)
+    if args.backend:
+        from lmfs.tokenizer.tokenizer import Tokenizer
+
+        tok = Tokenizer(tok.vocab, tok.merges, tok.special_tokens, tok.pattern, backend=args.backend)
     st = encode_file(
         tok, args.input, args.out, num_workers=args.workers, dtype=args.dtype, progress=not args.no_progress
     )
@@ -132,11 +158,12 @@ def _encode(args: argparse.Namespace) -> int:
         "seconds": round(st.seconds, 3),
         "mb_per_s": round(st.mb_per_s, 2),
         "dtype": st.dtype,
+        "backend": st.backend,
     }
     atomic_write(Path(str(args.out) + ".json"), json.dumps(info, indent=2) + "\n")
     print(
         f"{st.tokens:,} tokens ({st.dtype}) from {st.bytes / 1e6:.1f} MB in {st.seconds:.1f} s: "
-        f"{st.mb_per_s:.1f} MB/s, {st.bytes_per_token:.3f} bytes/token -> {args.out}"
+        f"{st.mb_per_s:.1f} MB/s, {st.bytes_per_token:.3f} bytes/token, {st.backend} backend -> {args.out}"
     )
     return 0
 

@@ -156,3 +156,26 @@ def test_report_targets_take_each_row_from_the_newest_run_that_has_it(tmp_path: 
     assert s is not None
     assert "<td>0.25</td>" in s.html and "<td>9.0</td>" not in s.html  # 10 MB from the newer run
     assert "<td>1.5</td>" in s.html and "cpu-test-2c/z-old" in s.html  # 100 MB only in the older one
+
+
+def test_backend_flag_gives_the_same_files(tmp_path: Path, corpus_en: str, capsys) -> None:
+    """`--backend python` and `--backend c` (when built) train the same tokenizer and write the same ids."""
+    from lmfs.tokenizer import native
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(f"{corpus_en}\n{EOT}\n{corpus_en[:3000]}", encoding="utf-8")
+    backends = ["python"] + (["c"] if native.load("_ctext") and native.load("_cmerge") else [])
+    for b in backends:
+        tok_dir = tmp_path / f"tok-{b}"
+        args = ["tokenizer", "train", str(corpus), "--vocab-size", "500", "--special-token", EOT]
+        assert main([*args, "--out", str(tok_dir), "--no-progress", "--backend", b]) == 0
+        assert json.loads((tok_dir / "train_stats.json").read_text())["backend"] == b
+        out = tmp_path / f"ids-{b}.npy"
+        args = ["tokenizer", "encode", str(corpus), "--tokenizer", str(tok_dir), "--out", str(out)]
+        assert main([*args, "--no-progress", "--backend", b]) == 0
+        assert json.loads(Path(str(out) + ".json").read_text())["backend"] == b
+        assert f"{b} backend" in capsys.readouterr().out
+    if len(backends) == 2:
+        for name in ("vocab.json", "merges.txt"):
+            assert (tmp_path / "tok-c" / name).read_bytes() == (tmp_path / "tok-python" / name).read_bytes()
+        assert np.array_equal(np.load(tmp_path / "ids-c.npy"), np.load(tmp_path / "ids-python.npy"))
