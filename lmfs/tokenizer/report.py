@@ -51,7 +51,8 @@ def _walkthrough(path: Path) -> str:
             "step": "train (vocab 10,000)",
             "seconds": train.get("total_s"),
             "detail": f"pre-tokenize {train.get('pretokenize_s')} s, merges {train.get('merge_s')} s; "
-            f"peak RSS {train.get('peak_rss_mb')} MB (largest worker {train.get('peak_worker_rss_mb')} MB)",
+            f"peak RSS {train.get('peak_rss_mb')} MB (largest worker {train.get('peak_worker_rss_mb')} MB); "
+            f"{train.get('backend', 'python')} backend",
         },
     ]
     for key, label in (
@@ -64,7 +65,8 @@ def _walkthrough(path: Path) -> str:
                 {
                     "step": label,
                     "seconds": e.get("seconds"),
-                    "detail": f"{e.get('tokens'):,} tokens, {e.get('mb_per_s')} MB/s, {e.get('dtype')}",
+                    "detail": f"{e.get('tokens'):,} tokens, {e.get('mb_per_s')} MB/s, {e.get('dtype')}, "
+                    f"{e.get('backend', 'python')} backend",
                 }
             )
     return (
