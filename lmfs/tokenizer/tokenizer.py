@@ -194,16 +194,24 @@ class Tokenizer:
                     parts[j] = ids
         return list(chain.from_iterable(parts))
 
+    def _encode_native(self, text: str, use_specials: bool) -> list[int] | None:
+        """Ids from the C encoder (GPT-2's pre-tokenizer in C), or None when the pure-Python path must run: no C
+        encoder, another pattern, or lone surrogates in ``text``."""
+        enc = self._native_bytes_encoder()
+        if enc is None:
+            return None
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return enc.encode(data, use_specials)
+
     def _encode_plain(self, text: str) -> list[int]:
         """Ids of text without special tokens. With GPT-2's regex, a fast coarse split (one piece per word with
         its punctuation, e.g. ``" word,"``) is looked up in a second cache; only new pieces are pre-tokenized."""
-        if self._coarse is not None and (enc := self._native_encoder()) is not None:
-            try:
-                data = text.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates: the Python path
-                pass
-            else:
-                return enc.encode(data, False)
+        ids = self._encode_native(text, use_specials=False)
+        if ids is not None:
+            return ids
         if self._coarse is None:
             return self._encode_pretokens(self._pat.findall(text))
         pieces = self._coarse.findall(text)
@@ -224,13 +232,9 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``."""
-        if self._coarse is not None and (enc := self._native_encoder()) is not None:
-            try:
-                data = text.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates: the Python path
-                pass
-            else:
-                return enc.encode(data)
+        ids = self._encode_native(text, use_specials=True)
+        if ids is not None:
+            return ids
         if self._specials is None:
             return self._encode_plain(text)
         out: list[int] = []

@@ -21,3 +21,4 @@ def corpus_en() -> str:
     if not has_shared_data("text", "corpus.en"):
         pytest.skip("needs ../shared/data/text/corpus.en")
     return shared_data("text", "corpus.en").read_text(encoding="utf-8")
+

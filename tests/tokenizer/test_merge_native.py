@@ -6,7 +6,6 @@ never silently test only the Python loop.
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
 
@@ -18,23 +17,14 @@ from lmfs.paths import has_shared_data, shared_data
 from lmfs.tokenizer.counting import count_text
 from lmfs.tokenizer.train import TrainStats, train_bpe, train_from_counts
 from specs.tokenizer.reference import naive_train_bpe
+from tests.tokenizer.helpers import require_native
 
 EOT = "<|endoftext|>"
 
 
-def _load_cmerge():
-    try:
-        from lmfs.tokenizer import _cmerge
-    except ImportError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"lmfs.tokenizer._cmerge is not built ({exc}); CI must test the C merge loop")
-        pytest.skip(f"lmfs.tokenizer._cmerge is not built ({exc}); build it with `pip install -e .`")
-    return _cmerge
-
-
 @pytest.fixture(scope="module")
 def cmerge():
-    return _load_cmerge()
+    return require_native("_cmerge")
 
 
 def both(counts, vocab_size: int, specials=()):

@@ -24,6 +24,7 @@ from lmfs.tokenizer.counting import count_pretokens, count_text
 from lmfs.tokenizer.encode_file import encode_file
 from lmfs.tokenizer.pretokenize import CL100K_PATTERN, GPT2_PATTERN, special_regex, split_on_specials
 from lmfs.tokenizer.tokenizer import Tokenizer
+from tests.tokenizer.helpers import require_native
 
 EOT = "<|endoftext|>"
 GPT2_RE = regex.compile(GPT2_PATTERN)
@@ -31,13 +32,7 @@ GPT2_RE = regex.compile(GPT2_PATTERN)
 
 @pytest.fixture(scope="module")
 def ctext():
-    try:
-        mod = native.load_ctext("c")
-    except ImportError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set and lmfs.tokenizer._ctext is not built: {exc}")
-        pytest.skip(f"lmfs.tokenizer._ctext is not built ({exc})")
-    return mod
+    return require_native("_ctext")
 
 
 @pytest.fixture(scope="module")
