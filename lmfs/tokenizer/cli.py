@@ -37,7 +37,7 @@ def register(groups: dict[str, Any]) -> None:
     )
     t.add_argument("--no-progress", action="store_true")
     _backend_arg(t)
-    t.set_defaults(func=_train)
+    t.set_defaults(func=_user_errors(_train))
 
     e = sub.add_parser("encode", help="tokenize a text file into a .npy token array (parallel)")
     e.add_argument("input", help="UTF-8 text file")
@@ -52,7 +52,7 @@ def register(groups: dict[str, Any]) -> None:
     )
     e.add_argument("--no-progress", action="store_true")
     _backend_arg(e)
-    e.set_defaults(func=_encode)
+    e.set_defaults(func=_user_errors(_encode))
 
     d = sub.add_parser("decode", help="turn a .npy token array (or ids on the command line) back into text")
     d.add_argument("input", nargs="?", help=".npy token array")
@@ -61,13 +61,29 @@ def register(groups: dict[str, Any]) -> None:
     d.add_argument("--start", type=int, default=0, help="first token to decode")
     d.add_argument("--count", type=int, default=None, help="number of tokens (default: all)")
     d.add_argument("--out", default=None, help="write the text here instead of stdout")
-    d.set_defaults(func=_decode)
+    d.set_defaults(func=_user_errors(_decode))
 
     c = sub.add_parser("compress", help="bytes per token of a tokenizer (and GPT-2) on a text file")
     c.add_argument("input", help="UTF-8 text file")
     _tokenizer_args(c)
     c.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-    c.set_defaults(func=_compress)
+    c.set_defaults(func=_user_errors(_compress))
+
+
+def _user_errors(func):
+    """Run a subcommand; a bad input (missing file, not UTF-8, malformed tokenizer files, bad settings) prints one
+    line and exits 2 instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        import sys
+
+        try:
+            return func(args)
+        except (ValueError, OSError) as exc:
+            print(f"lmfs tokenizer {args.tokenizer_command}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _backend_arg(p: argparse.ArgumentParser) -> None:

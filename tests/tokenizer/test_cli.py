@@ -179,3 +179,19 @@ def test_backend_flag_gives_the_same_files(tmp_path: Path, corpus_en: str, capsy
         for name in ("vocab.json", "merges.txt"):
             assert (tmp_path / "tok-c" / name).read_bytes() == (tmp_path / "tok-python" / name).read_bytes()
         assert np.array_equal(np.load(tmp_path / "ids-c.npy"), np.load(tmp_path / "ids-python.npy"))
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    for cmd in (
+        ["train", str(bad), "--vocab-size", "300", "--out", str(tmp_path / "t")],
+        ["encode", str(bad), "--gpt2", "--out", str(tmp_path / "x.npy")],
+    ):
+        assert main(["tokenizer", *cmd, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "not valid UTF-8 at byte offset 3" in err and "Traceback" not in err
+    assert (
+        main(["tokenizer", "train", str(tmp_path / "missing.txt"), "--vocab-size", "300", "--out", "t"]) == 2
+    )
+    assert "corpus not found" in capsys.readouterr().err
