@@ -189,6 +189,25 @@ def test_bad_arguments_are_type_errors(cmerge) -> None:
         cmerge.merge([b"ab"], [1], 1, 255)
 
 
+def test_freq_index_that_mutates_the_lists(cmerge) -> None:
+    """A freq's __index__ runs Python code in the middle of the argument scan; changing the lists there must not
+    reach the C loop (it once wrote a word longer than the one counted past the end of its symbol array)."""
+    words = [b"ab", b"cd", b"ef"]
+    freqs: list = []
+
+    class Evil:
+        def __index__(self) -> int:
+            words[0] = b"x" * 100_000
+            words.append(b"yy")
+            freqs.clear()
+            return 3
+
+    freqs += [5, Evil(), 2]
+    assert cmerge.merge(words, freqs, 10, 256) == [(97, 98), (99, 100), (101, 102)]
+    # a merge whose pair leaves no other dirty pair in the heap (heap_repair with nothing to sort)
+    assert cmerge.merge([b"ab"], [1], 5, 256) == [(97, 98)]
+
+
 def test_progress_callback(cmerge) -> None:
     words = [bytes([i, j, k]) for i in range(97, 110) for j in range(97, 110) for k in range(97, 100)]
     calls: list[int] = []

@@ -313,6 +313,34 @@ def test_bad_arguments(ctext, gpt2_pair) -> None:
         pickle.dumps(enc)
 
 
+def test_to_dict_survives_a_target_key_that_reinitializes_the_counter(ctext) -> None:
+    """to_dict looks keys up in the target dict, which may run a key's __eq__; one that re-initializes the
+    Counter freed the table whose entry to_dict read next (a use after free)."""
+    counter = ctext.Counter()
+    counter.feed(b"hello world")
+
+    class Key:
+        def __init__(self, h: int) -> None:
+            self.h = h
+
+        def __hash__(self) -> int:
+            return self.h
+
+        def __eq__(self, other: object) -> bool:
+            counter.__init__()
+            return False
+
+    target = {Key(hash(b"hello")): 1, Key(hash(b" world")): 1, b"x": 2}
+    out = counter.to_dict(target)
+    assert out is target and out[b"hello"] == 1 and out[b"x"] == 2 and len(counter) == 0
+
+
+def test_encode_array_of_nothing_on_a_fresh_encoder(ctext) -> None:
+    enc = ctext.Encoder([(97, 98, 256)], list(range(256)))
+    assert enc.encode_array(b"", 4) == b"" and enc.encode_array(b"", 2) == b""  # no memcpy from NULL
+    assert enc.encode_array(b"ab", 2) == bytes(np.array([256], dtype=np.uint16))
+
+
 def test_tokenizer_pickles_without_its_encoder(gpt2_pair) -> None:
     c, py = gpt2_pair
     c.encode("warm the cache")

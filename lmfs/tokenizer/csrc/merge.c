@@ -297,7 +297,7 @@ static int heap_repair(State *s) {
         int32_t pos = s->pairs[s->dirty_list[k]].heap_pos;
         if (pos >= 0) s->scratch[nold++] = pos;
     }
-    qsort(s->scratch, (size_t)nold, sizeof(int32_t), pos_descending);
+    if (nold > 1) qsort(s->scratch, (size_t)nold, sizeof(int32_t), pos_descending); /* scratch may be NULL */
     for (int32_t k = 0; k < nold; k++) sift_down(s, s->scratch[k]);
     for (int32_t k = 0; k < s->ndirty; k++) {
         int32_t idx = s->dirty_list[k];
@@ -478,6 +478,15 @@ PyDoc_STRVAR(merge_doc,
 "the greater (bytes(left), bytes(right)). progress, when given, is called with the number of merges done\n"
 "since its last call (every 64 merges and at the end).");
 
+/* a tuple snapshot of a sequence (items held by it, whatever happens to the original) */
+static PyObject *fast_tuple(PyObject *seq, const char *msg) {
+    PyObject *fast = PySequence_Fast(seq, msg);
+    if (!fast) return NULL;
+    PyObject *t = PySequence_Tuple(fast);
+    Py_DECREF(fast);
+    return t;
+}
+
 static PyObject *merge(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
     static char *kwlist[] = {"words", "freqs", "num_merges", "first_id", "progress", NULL};
@@ -502,9 +511,11 @@ static PyObject *merge(PyObject *self, PyObject *args, PyObject *kwargs) {
                      Py_TYPE(progress)->tp_name);
         return NULL;
     }
-    PyObject *words = PySequence_Fast(words_obj, "merge(): words must be a sequence of bytes");
+    /* tuples, not PySequence_Fast: a list could be changed by a freq's __index__ during pass 1 (items freed,
+       a word replaced by a longer one after its length was counted) */
+    PyObject *words = fast_tuple(words_obj, "merge(): words must be a sequence of bytes");
     if (!words) return NULL;
-    PyObject *freqs = PySequence_Fast(freqs_obj, "merge(): freqs must be a sequence of ints");
+    PyObject *freqs = fast_tuple(freqs_obj, "merge(): freqs must be a sequence of ints");
     if (!freqs) {
         Py_DECREF(words);
         return NULL;

@@ -698,16 +698,21 @@ static PyObject *Counter_to_dict(CounterObject *self, PyObject *args, PyObject *
         PyObject *key = str_keys ? PyUnicode_DecodeUTF8(k, e->klen, "strict")
                                  : PyBytes_FromStringAndSize(k, e->klen);
         if (!key) goto fail;
+        /* the lookup may run Python code (__eq__ of a key in target) that changes this Counter: read the count
+           first and touch no entry afterwards */
+        const uint64_t count = e->val;
         PyObject *val;
         PyObject *old = empty ? NULL : PyDict_GetItemWithError(target, key);
         if (old) {
-            PyObject *add = PyLong_FromUnsignedLongLong(e->val);
+            Py_INCREF(old);
+            PyObject *add = PyLong_FromUnsignedLongLong(count);
             val = add ? PyNumber_Add(old, add) : NULL;
             Py_XDECREF(add);
+            Py_DECREF(old);
         } else if (PyErr_Occurred()) {
             val = NULL;
         } else {
-            val = PyLong_FromUnsignedLongLong(e->val);
+            val = PyLong_FromUnsignedLongLong(count);
         }
         if (!val || PyDict_SetItem(target, key, val) < 0) {
             Py_DECREF(key);
@@ -1208,7 +1213,7 @@ static PyObject *Encoder_encode_array(EncoderObject *self, PyObject *args) {
         res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(self->out.n * (size_t)itemsize));
         if (res) {
             if (itemsize == 4) {
-                memcpy(PyBytes_AS_STRING(res), self->out.v, self->out.n * 4);
+                if (self->out.n) memcpy(PyBytes_AS_STRING(res), self->out.v, self->out.n * 4); /* v may be NULL */
             } else {
                 uint16_t *d = (uint16_t *)PyBytes_AS_STRING(res);
                 for (size_t i = 0; i < self->out.n; i++) d[i] = (uint16_t)self->out.v[i];
