@@ -23,6 +23,7 @@ return identical merges; ``tests/tokenizer/test_merge_native.py`` checks that.
 from __future__ import annotations
 
 import heapq
+import numbers
 import os
 import resource
 import time
@@ -159,6 +160,9 @@ def train_from_counts(
 
     ``backend``: ``auto`` (C when built), ``c`` (C or an error), ``python``; default ``$LMFS_TOKENIZER_BACKEND``.
     """
+    bad = next((f for f in counts.values() if not isinstance(f, numbers.Integral)), None)
+    if bad is not None:
+        raise TypeError(f"pre-token counts must be integers, got {type(bad).__name__} {bad!r}")
     cmerge = native.load("_cmerge", backend)
     if cmerge is None:
         return _train_from_counts_python(counts, vocab_size, special_tokens, progress=progress)

@@ -75,3 +75,13 @@ def test_pair_counts_of_repeated_pairs(tmp_path: Path) -> None:
     path.write_text("aaaa", encoding="utf-8")
     _, merges = train_bpe(path, 258, [])
     assert merges == [(b"a", b"a"), (b"aa", b"aa")]
+
+
+@pytest.mark.parametrize("backend", ["c", "python"])
+def test_counts_must_be_integers(backend: str) -> None:
+    from lmfs.tokenizer import native
+
+    if backend == "c" and native.load("_cmerge") is None:
+        pytest.skip("_cmerge is not built")
+    with pytest.raises(TypeError, match=r"must be integers, got float 2\.5"):
+        train_from_counts({"ab": 2.5, "cd": 3}, 260, backend=backend)
