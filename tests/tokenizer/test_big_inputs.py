@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-from lmfs.tokenizer.counting import count_pretokens
 
 SENTENCE = "the quick brown fox jumps over the lazy dog, said Ann to Bob. "
 
@@ -22,13 +23,30 @@ def one_line_100mb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+_COUNT_IN_A_FRESH_PROCESS = """
+import json, resource, sys
+from lmfs.tokenizer.counting import count_pretokens
+counts = count_pretokens(sys.argv[1], num_workers=2)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"fox": counts[" fox"], "the": counts["the"], "_the": counts[" the"], "worker_peak_mb": peak}))
+"""
+
+
 @pytest.mark.slow
 def test_counting_a_100mb_line_is_chunked_and_bounded(one_line_100mb: Path) -> None:
-    counts = count_pretokens(one_line_100mb, num_workers=2)
+    # in a fresh process: RUSAGE_CHILDREN's peak covers every child a process ever waited for, so in pytest it
+    # would include the children of earlier tests
+    run = subprocess.run(
+        [sys.executable, "-c", _COUNT_IN_A_FRESH_PROCESS, str(one_line_100mb)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    got = json.loads(run.stdout)
     n_sentences = 100 * (1_000_000 // len(SENTENCE))
-    assert counts[" fox"] == n_sentences and counts["the"] == 1 and counts[" the"] == 2 * n_sentences - 1
-    worker_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    assert worker_peak_mb < 600, f"a worker peaked at {worker_peak_mb:.0f} MB on 4 MB chunks"
+    assert got["fox"] == n_sentences and got["the"] == 1 and got["_the"] == 2 * n_sentences - 1
+    assert got["worker_peak_mb"] < 600, f"a worker peaked at {got['worker_peak_mb']:.0f} MB on 4 MB chunks"
 
 
 @pytest.mark.slow
