@@ -131,3 +131,11 @@ class Adapter:
 
     def __repr__(self) -> str:
         return f"Adapter({self._spec!r})"
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its spec: a spawned process (e.g. a rank of a distributed spec) loads the adapter again."""
+        return (_reload_adapter, (self._spec,))
+
+
+def _reload_adapter(spec: str) -> Adapter:
+    return Adapter(load_adapter(spec), spec)
