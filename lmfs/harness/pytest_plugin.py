@@ -5,6 +5,7 @@ It gives every suite the same vocabulary:
 * ``--adapter SPEC`` and the session-scoped ``adapter`` fixture (default ``lmfs.adapters``);
 * the ``points(n)`` and ``unit(name)`` markers of spec tests (unit defaults to the folder under ``specs/``);
 * ``gpu`` tests skip without CUDA;
+* the ``run_ranks`` fixture: a function on each rank of a CPU gloo process group (distributed specs);
 * hypothesis profiles ``dev`` (fast) and ``ci`` (more examples; chosen when ``CI`` is set);
 * ``--grade-log FILE``: one JSON line per test phase, read by the grader (:mod:`lmfs.harness.grade`).
 """
@@ -81,6 +82,16 @@ def adapter(request: pytest.FixtureRequest) -> Adapter:
         pytest.fail(str(exc), pytrace=False)
     request.config._lmfs_adapter = ad  # type: ignore[attr-defined]
     return ad
+
+
+@pytest.fixture(scope="session")
+def run_ranks():
+    """``run_ranks(fn, world_size, *args, timeout=120)``: ``fn(rank, world_size, *args)`` on each rank of a CPU
+    gloo process group (spawned processes); the ranks' return values in rank order. See
+    :mod:`lmfs.harness.distributed`."""
+    from lmfs.harness.distributed import run_ranks as run
+
+    return run
 
 
 def _cuda_available() -> bool:
