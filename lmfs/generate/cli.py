@@ -30,6 +30,12 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         action="store_true",
         help="re-run the whole context for every token instead of caching keys/values (slower; for comparison)",
     )
+    p.add_argument(
+        "--draft",
+        default=None,
+        help="speculative decoding: a smaller checkpoint (same tokenizer) that proposes tokens for --checkpoint",
+    )
+    p.add_argument("--draft-k", type=int, default=4, help="tokens the draft proposes per target pass")
     p.set_defaults(func=_run)
 
 
@@ -43,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         model, cfg = load_model(args.checkpoint, device=args.device)
         tokenizer = load_run_tokenizer(cfg, args.tokenizer)
+        draft = load_model(args.draft, device=args.device)[0] if args.draft else None
     except (FileNotFoundError, CheckpointError, RuntimeError) as exc:
         print(f"lmfs generate: {exc}", file=sys.stderr)
         return 2
@@ -51,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
+    from lmfs.generate.speculative import SpeculativeStats
+
+    stats = SpeculativeStats() if draft is not None else None
     try:
         for i in range(args.num_samples):
             if args.num_samples > 1:
@@ -68,9 +78,18 @@ def _run(args: argparse.Namespace) -> int:
                 on_text=emit,
                 device=args.device,
                 kv_cache=not args.no_kv_cache,
+                draft=draft,
+                draft_k=args.draft_k,
+                stats=stats,
             )
             emit("\n")
     except ValueError as exc:
         print(f"\nlmfs generate: {exc}", file=sys.stderr)
         return 2
+    if stats is not None:
+        print(
+            f"speculative: {stats.acceptance_rate:.0%} of {stats.proposed} drafts accepted, "
+            f"{stats.tokens_per_target_call:.2f} tokens per target pass",
+            file=sys.stderr,
+        )
     return 0

@@ -24,10 +24,15 @@ def generate_text(
     on_text: Callable[[str], None] | None = None,
     device: str | torch.device = "cpu",
     kv_cache: bool = True,
+    draft: torch.nn.Module | None = None,
+    draft_k: int = 4,
+    stats: Any = None,
 ) -> str:
     """Continue ``prompt``; returns the generated text (without the prompt), calling ``on_text`` with each
     decoded piece as it appears. Stops at ``<|endoftext|>`` or after ``max_new_tokens`` tokens. An empty
-    prompt starts a new document (from ``<|endoftext|>``)."""
+    prompt starts a new document (from ``<|endoftext|>``). With a ``draft`` model, tokens come from
+    :func:`~lmfs.generate.speculative.speculative_generate` (same distribution, fewer target passes; ``stats``
+    takes a :class:`~lmfs.generate.speculative.SpeculativeStats`)."""
     eos = eot_id(tokenizer)
     ids = tokenizer.encode(prompt) if prompt else []
     if not ids:
@@ -46,18 +51,36 @@ def generate_text(
     context = model.config.context_length
     streamer = TextStreamer(tokenizer)
     pieces: list[str] = []
-    for tid in generate_tokens(
-        model,
-        ids,
-        max_new_tokens,
-        context_length=context,
-        temperature=temperature,
-        top_p=top_p,
-        eos_id=eos,
-        generator=generator,
-        device=device,
-        kv_cache=kv_cache,
-    ):
+    if draft is not None:
+        from lmfs.generate.speculative import speculative_generate
+
+        tokens = speculative_generate(
+            model,
+            draft,
+            ids,
+            max_new_tokens,
+            k=draft_k,
+            temperature=temperature,
+            top_p=top_p,
+            eos_id=eos,
+            generator=generator,
+            device=device,
+            stats=stats,
+        )
+    else:
+        tokens = generate_tokens(
+            model,
+            ids,
+            max_new_tokens,
+            context_length=context,
+            temperature=temperature,
+            top_p=top_p,
+            eos_id=eos,
+            generator=generator,
+            device=device,
+            kv_cache=kv_cache,
+        )
+    for tid in tokens:
         piece = streamer.push(tid)
         if piece:
             pieces.append(piece)

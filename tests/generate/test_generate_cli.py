@@ -38,6 +38,10 @@ def test_generate_streams_a_continuation(tmp_path: Path, capsys: pytest.CaptureF
     short = [*args[:-5], "9", *args[-4:]]
     outs = [(main(short + extra), capsys.readouterr().out) for extra in ([], ["--no-kv-cache"])]
     assert outs[0] == outs[1] and outs[0][0] == 0
+    # speculative decoding with the run itself as the draft: the same greedy text, every draft accepted
+    assert main([*short, "--draft", cfg.out_dir, "--draft-k", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == outs[0][1] and "speculative: 100% of" in captured.err
     assert out.startswith("the cat")
     assert len(out.strip()) > len("the cat") + 5
     # a well-trained byte model continues the pattern
