@@ -303,3 +303,47 @@ def get_scaling_api_simulator(total_flops_budget: float, seed: int = 0) -> Any:
     from lmfs.scaling.simulator import TrainingAPISimulator
 
     return TrainingAPISimulator(total_budget=total_flops_budget, seed=seed)
+
+
+# =============================================================================================== parallel: DDP
+
+
+def get_ddp_individual_parameters(module: torch.nn.Module) -> torch.nn.Module:
+    """lmfs: broadcasts rank 0's parameters and buffers, then all-reduces each gradient asynchronously from its
+    post-accumulate-grad hook; without an initialized process group it acts as world size 1."""
+    from lmfs.parallel.ddp import DDPIndividualParameters
+
+    return DDPIndividualParameters(module)
+
+
+def ddp_individual_parameters_on_after_backward(
+    ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> None:
+    ddp_model.finish_gradient_synchronization()
+
+
+def get_ddp_bucketed(module: torch.nn.Module, bucket_size_mb: float) -> torch.nn.Module:
+    """lmfs: buckets of at most ``bucket_size_mb`` MiB in reverse parameter order, each all-reduced (flattened,
+    asynchronously) once all its gradients are ready."""
+    from lmfs.parallel.ddp import DDPBucketed
+
+    return DDPBucketed(module, bucket_size_mb)
+
+
+def ddp_bucketed_on_after_backward(ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    ddp_model.finish_gradient_synchronization()
+
+
+def ddp_bucketed_on_train_batch_start(ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    ddp_model.on_train_batch_start()
+
+
+# =============================================================================================== parallel: ZeRO-1
+
+
+def get_sharded_optimizer(params: Any, optimizer_cls: type[torch.optim.Optimizer], **kwargs: Any) -> Any:
+    """lmfs: each rank keeps ``optimizer_cls`` state for its own shard of ``params`` only; without an
+    initialized process group it acts as world size 1."""
+    from lmfs.parallel.sharded_optimizer import ShardedOptimizer
+
+    return ShardedOptimizer(params, optimizer_cls, **kwargs)

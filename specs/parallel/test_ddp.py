@@ -1,0 +1,256 @@
+"""Specs for data-parallel training: DDP with one async all-reduce per parameter, and bucketed DDP.
+
+Each spec spawns 2 CPU ranks (gloo) through the ``run_ranks`` fixture and does all its checks inside the ranks
+(an assertion in a rank fails the spec with that rank's traceback). The reference is plain single-process
+training of the same model on the *global* batch, computed on every rank from the same seed:
+
+* every rank builds its model from a different seed, so only the broadcast at construction can make the ranks
+  start equal (to rank 0's model);
+* rank ``r`` trains on its shard ``r`` of each global batch (mean loss over the shard); after every step its
+  parameters must equal the reference's (fp32, within 1e-6 abs / 1e-5 rel);
+* the model has a frozen parameter (``requires_grad=False``), a buffer, and one ``Parameter`` used by two
+  layers (tied weights), so a tied parameter synchronised twice, or a frozen one touched, shows up.
+
+The optimizer is SGD with momentum (written here) on ``ddp_model.parameters()``; the adapter's hooks are
+called as in the CS336 training loop (``..._on_train_batch_start`` before the forward,
+``..._on_after_backward`` before ``optimizer.step()``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+WORLD = 2
+LOCAL_BATCH = 4
+STEPS = 4
+ATOL, RTOL = 1e-6, 1e-5
+# bucket sizes in MB: smaller than any parameter (one parameter per bucket), a few parameters per bucket,
+# larger than the whole model (one bucket)
+BUCKET_SIZES_MB = (1e-6, 0.0015, 100.0)
+
+
+class ToyNet(nn.Module):
+    """Tied weights (``fc2.weight is tied.weight``), a frozen parameter, a buffer; optionally a parameter
+    that gets no gradient (declared between used ones, so it shares buckets with them)."""
+
+    def __init__(self, with_unused: bool = False) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(10, 16)
+        self.frozen = nn.Parameter(torch.randn(16), requires_grad=False)
+        self.register_buffer("scale", torch.rand(16) + 0.5)
+        self.tied = nn.Linear(16, 16)
+        if with_unused:
+            self.unused = nn.Parameter(torch.randn(12))
+        self.fc2 = nn.Linear(16, 16)
+        self.fc2.weight = self.tied.weight  # one Parameter, two uses
+        self.out = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x) + self.frozen) * self.scale
+        h = torch.tanh(self.tied(h))
+        h = torch.tanh(self.fc2(h))
+        return self.out(h)
+
+
+def _wrappers(adapter, variant: str, bucket_mb: float | None):
+    if variant == "individual":
+        return (
+            adapter.get_ddp_individual_parameters,
+            None,
+            adapter.ddp_individual_parameters_on_after_backward,
+        )
+    return (
+        lambda m: adapter.get_ddp_bucketed(m, bucket_mb),
+        adapter.ddp_bucketed_on_train_batch_start,
+        adapter.ddp_bucketed_on_after_backward,
+    )
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    # not torch.testing: importing it costs each spawned rank ~1 s
+    err = (actual.detach() - expected.detach()).abs()
+    bad = err > ATOL + RTOL * expected.detach().abs()
+    assert not bad.any(), (
+        f"{what}: {int(bad.sum())} of {err.numel()} elements differ, max abs error {err.max():.3g}"
+    )
+
+
+class SGD:
+    """SGD with momentum on a list of parameters (not torch.optim: its first step costs a spawned rank ~1 s).
+    Parameters without a gradient are skipped, as in torch.optim."""
+
+    def __init__(self, params: list[nn.Parameter], lr: float = 0.1, momentum: float = 0.9) -> None:
+        self.params, self.lr, self.momentum = params, lr, momentum
+        self.buf: dict[int, torch.Tensor] = {}
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            buf = self.buf.get(i)
+            self.buf[i] = buf = p.grad.clone() if buf is None else buf.mul_(self.momentum).add_(p.grad)
+            p.sub_(self.lr * buf)
+
+
+def _train_and_compare(
+    rank: int, world: int, adapter, variant: str, bucket_mb: float | None, with_unused: bool
+) -> None:
+    """Broadcast check, then STEPS steps of DDP vs single-process training on the global batch."""
+    tag = f"{variant}" + (f" (bucket_size_mb={bucket_mb})" if bucket_mb is not None else "")
+    torch.manual_seed(0)
+    reference = ToyNet(with_unused)  # rank 0's model: every rank can build it
+    torch.manual_seed(0 if rank == 0 else 1000 + rank)
+    model = ToyNet(with_unused)
+    if rank > 0:
+        assert not torch.equal(model.fc1.weight, reference.fc1.weight), "ranks should start different"
+    wrap, on_start, on_after = _wrappers(adapter, variant, bucket_mb)
+    ddp = wrap(model)
+
+    ddp_params, ref_params = list(ddp.parameters()), list(reference.parameters())
+    assert len(ddp_params) == len(ref_params), f"{tag}: the wrapper must expose the module's parameters"
+    for i, (p, q) in enumerate(zip(ddp_params, ref_params, strict=True)):
+        assert torch.equal(p.detach(), q.detach()), f"{tag}: rank {rank} parameter {i} differs from rank 0's"
+    for i, (b, c) in enumerate(zip(ddp.buffers(), reference.buffers(), strict=True)):
+        assert torch.equal(b, c), f"{tag}: rank {rank} buffer {i} differs from rank 0's"
+
+    opt = SGD(ddp_params)
+    ref_opt = SGD(ref_params)
+    data = torch.Generator().manual_seed(7)
+    lo, hi = rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH
+    for step in range(STEPS):
+        x = torch.randn(world * LOCAL_BATCH, 10, generator=data)
+        y = torch.randint(0, 5, (world * LOCAL_BATCH,), generator=data)
+        if on_start is not None:
+            on_start(ddp, opt)
+        opt.zero_grad()
+        F.cross_entropy(ddp(x[lo:hi]), y[lo:hi]).backward()
+        on_after(ddp, opt)
+        opt.step()
+
+        ref_opt.zero_grad()
+        F.cross_entropy(reference(x), y).backward()
+        ref_opt.step()
+        for i, (p, q) in enumerate(zip(ddp_params, ref_params, strict=True)):
+            _close(p, q, f"{tag}: rank {rank}, step {step}, parameter {i} vs single-process training")
+
+
+def _individual_ranks(rank: int, world: int, adapter) -> None:
+    _train_and_compare(rank, world, adapter, "individual", None, with_unused=False)
+
+
+def _bucketed_ranks(rank: int, world: int, adapter) -> None:
+    for mb in BUCKET_SIZES_MB:
+        _train_and_compare(rank, world, adapter, "bucketed", mb, with_unused=False)
+
+
+def _unused_ranks(rank: int, world: int, adapter) -> None:
+    _train_and_compare(rank, world, adapter, "individual", None, with_unused=True)
+    for mb in BUCKET_SIZES_MB:
+        _train_and_compare(rank, world, adapter, "bucketed", mb, with_unused=True)
+
+
+@pytest.mark.points(4)
+def test_ddp_individual_parameters_matches_single_process(adapter, run_ranks):
+    """Rank-0 broadcast at construction; then, with tied weights and a frozen parameter, every step equals
+    single-process training on the global batch."""
+    run_ranks(_individual_ranks, WORLD, adapter)
+
+
+@pytest.mark.points(4)
+def test_ddp_bucketed_matches_single_process(adapter, run_ranks):
+    """As above for bucketed DDP, with one parameter per bucket, a few per bucket, and one bucket."""
+    run_ranks(_bucketed_ranks, WORLD, adapter)
+
+
+@pytest.mark.points(2)
+def test_ddp_parameter_without_gradient(adapter, run_ranks):
+    """A trainable parameter that gets no gradient (on every rank) neither hangs nor corrupts the step: the
+    other parameters still equal single-process training, and it stays unchanged (both wrappers; bucketed
+    with the unused parameter alone in a bucket, sharing one, and in the only bucket)."""
+    run_ranks(_unused_ranks, WORLD, adapter)
+
+
+# ------------------------------------------------------------------------------ communication starts early
+
+
+class _Probe(torch.autograd.Function):
+    """Identity; its backward runs when backward reaches the model's input, after every later layer's
+    gradients, and records how many all-reduces had been issued by then."""
+
+    seen: ClassVar[list[int]] = []
+    counter: ClassVar[list[int]] = [0]
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        _Probe.seen.append(_Probe.counter[0])
+        return grad
+
+
+def _count_all_reduce() -> list[int]:
+    """Wrap ``torch.distributed.all_reduce`` so that asynchronous calls are counted (this rank only)."""
+    counter = [0]
+    original = dist.all_reduce
+
+    def counting(tensor, *args, **kwargs):
+        if kwargs.get("async_op", False) or (len(args) >= 3 and args[2]):
+            counter[0] += 1
+        return original(tensor, *args, **kwargs)
+
+    dist.all_reduce = counting
+    dist.distributed_c10d.all_reduce = counting
+    return counter
+
+
+def _overlap_ranks(rank: int, world: int, adapter) -> None:
+    counter = _count_all_reduce()
+    _Probe.counter = counter
+    for variant, mb in (("individual", None), ("bucketed", BUCKET_SIZES_MB[0])):
+        wrap, on_start, on_after = _wrappers(adapter, variant, mb)
+        torch.manual_seed(0)
+        ddp = wrap(ToyNet())
+        n_trainable = len({id(p) for p in ddp.parameters() if p.requires_grad})
+        opt = SGD(list(ddp.parameters()))
+        for _ in range(2):
+            if on_start is not None:
+                on_start(ddp, opt)
+            opt.zero_grad()
+            _Probe.seen = []
+            counter[0] = 0
+            x = torch.randn(LOCAL_BATCH, 10).requires_grad_(True)
+            F.cross_entropy(ddp(_Probe.apply(x)), torch.zeros(LOCAL_BATCH, dtype=torch.long)).backward()
+            issued = counter[0]
+            on_after(ddp, opt)
+            opt.step()
+            assert _Probe.seen and _Probe.seen[0] >= 1, (
+                f"{variant}: no asynchronous all_reduce was issued before backward reached the first layer "
+                f"(communication does not overlap the backward pass)"
+            )
+            assert issued == n_trainable, (
+                f"{variant}: {issued} asynchronous all_reduces issued during backward, expected one per "
+                f"trainable parameter ({n_trainable}; the tied parameter once, the frozen one never)"
+            )
+
+
+@pytest.mark.points(2)
+def test_ddp_communication_overlaps_backward(adapter, run_ranks):
+    """Both wrappers (bucketed with one parameter per bucket) issue asynchronous all-reduces while backward
+    runs: at least one before backward reaches the input layer, one per trainable parameter by the end of
+    backward (none left for ``..._on_after_backward`` to start). Counted by wrapping
+    ``torch.distributed.all_reduce`` (an implementation must call it through the ``torch.distributed``
+    module for this spec to see the calls)."""
+    run_ranks(_overlap_ranks, WORLD, adapter)
