@@ -107,6 +107,10 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
             print(out.read_text())
             return rc
         doc = json.loads(out.read_text())
+        ungrouped = [b.get("fullname", b.get("name")) for b in doc.get("benchmarks", []) if not b.get("group")]
+        if ungrouped:  # no peer to compare with in the report (set benchmark.group before the timed call)
+            print(f"lmfs: warning: {len(ungrouped)} benchmark(s) without a group, e.g. {ungrouped[0]}",
+                  file=sys.stderr)
         if isinstance(doc.get("machine_info"), dict) and "machine_id" not in doc["machine_info"]:
             from lmfs.harness.machine import machine_info
 
