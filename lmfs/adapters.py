@@ -347,3 +347,167 @@ def get_sharded_optimizer(params: Any, optimizer_cls: type[torch.optim.Optimizer
     from lmfs.parallel.sharded_optimizer import ShardedOptimizer
 
     return ShardedOptimizer(params, optimizer_cls, **kwargs)
+
+
+# ===== align: data, parsing, DPO
+
+
+def get_packed_sft_dataset(
+    tokenizer: Any, dataset_path: str | os.PathLike, seq_length: int, shuffle: bool
+) -> torch.utils.data.Dataset:
+    """lmfs: Alpaca-formatted documents, each ``tokenizer.encode(text) + [eos]``, concatenated (documents shuffled
+    first if asked) and cut into ``(N - 1) // seq_length`` windows; labels are the next tokens."""
+    from lmfs.align.data import PackedSFTDataset
+
+    return PackedSFTDataset(tokenizer, dataset_path, seq_length, shuffle)
+
+
+def run_iterate_batches(
+    dataset: torch.utils.data.Dataset, batch_size: int, shuffle: bool
+) -> Iterable[dict[str, Tensor]]:
+    """lmfs: ``ceil(len(dataset) / batch_size)`` batches of stacked tensors (the last may be short)."""
+    from lmfs.align.data import BatchIterator
+
+    return BatchIterator(dataset, batch_size, shuffle)
+
+
+def run_parse_mmlu_response(mmlu_example: dict[str, Any], model_output: str) -> str | None:
+    from lmfs.align.parsing import parse_mmlu_response
+
+    return parse_mmlu_response(mmlu_example, model_output)
+
+
+def run_parse_gsm8k_response(model_output: str) -> str | None:
+    from lmfs.align.parsing import parse_gsm8k_response
+
+    return parse_gsm8k_response(model_output)
+
+
+def run_compute_per_instance_dpo_loss(
+    lm: torch.nn.Module,
+    lm_ref: torch.nn.Module,
+    tokenizer: Any,
+    beta: float,
+    prompt: str,
+    response_chosen: str,
+    response_rejected: str,
+) -> Tensor:
+    from lmfs.align.dpo import per_instance_dpo_loss
+
+    return per_instance_dpo_loss(lm, lm_ref, tokenizer, beta, prompt, response_chosen, response_rejected)
+
+
+# =============================================================================================== align: SFT / GRPO
+
+
+def run_tokenize_prompt_and_output(
+    prompt_strs: list[str], output_strs: list[str], tokenizer: Any
+) -> dict[str, Tensor]:
+    from lmfs.align.sft import tokenize_prompt_and_output
+
+    return tokenize_prompt_and_output(prompt_strs, output_strs, tokenizer)
+
+
+def run_compute_entropy(logits: Tensor) -> Tensor:
+    from lmfs.align.sft import compute_entropy
+
+    return compute_entropy(logits)
+
+
+def run_get_response_log_probs(
+    model: Any, input_ids: Tensor, labels: Tensor, return_token_entropy: bool
+) -> dict[str, Tensor]:
+    from lmfs.align.sft import get_response_log_probs
+
+    return get_response_log_probs(model, input_ids, labels, return_token_entropy)
+
+
+def run_masked_normalize(
+    tensor: Tensor, mask: Tensor, dim: int | None = None, normalize_constant: float = 1.0
+) -> Tensor:
+    from lmfs.align.sft import masked_normalize
+
+    return masked_normalize(tensor, mask, dim=dim, normalize_constant=normalize_constant)
+
+
+def run_sft_microbatch_train_step(
+    policy_log_probs: Tensor,
+    response_mask: Tensor,
+    gradient_accumulation_steps: int,
+    normalize_constant: float = 1.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    from lmfs.align.sft import sft_microbatch_train_step
+
+    return sft_microbatch_train_step(policy_log_probs, response_mask, gradient_accumulation_steps, normalize_constant)
+
+
+def run_compute_group_normalized_rewards(
+    reward_fn: Any,
+    rollout_responses: list[str],
+    repeated_ground_truths: list[str],
+    group_size: int,
+    advantage_eps: float,
+    normalize_by_std: bool,
+) -> tuple[Tensor, Tensor, dict[str, float]]:
+    from lmfs.align.grpo import compute_group_normalized_rewards
+
+    return compute_group_normalized_rewards(
+        reward_fn, rollout_responses, repeated_ground_truths, group_size, advantage_eps, normalize_by_std
+    )
+
+
+def run_compute_naive_policy_gradient_loss(raw_rewards_or_advantages: Tensor, policy_log_probs: Tensor) -> Tensor:
+    from lmfs.align.grpo import compute_naive_policy_gradient_loss
+
+    return compute_naive_policy_gradient_loss(raw_rewards_or_advantages, policy_log_probs)
+
+
+def run_compute_grpo_clip_loss(
+    advantages: Tensor, policy_log_probs: Tensor, old_log_probs: Tensor, cliprange: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    from lmfs.align.grpo import compute_grpo_clip_loss
+
+    return compute_grpo_clip_loss(advantages, policy_log_probs, old_log_probs, cliprange)
+
+
+def run_compute_policy_gradient_loss(
+    policy_log_probs: Tensor,
+    loss_type: str,
+    raw_rewards: Tensor | None = None,
+    advantages: Tensor | None = None,
+    old_log_probs: Tensor | None = None,
+    cliprange: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    from lmfs.align.grpo import compute_policy_gradient_loss
+
+    return compute_policy_gradient_loss(policy_log_probs, loss_type, raw_rewards, advantages, old_log_probs, cliprange)
+
+
+def run_masked_mean(tensor: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    from lmfs.align.grpo import masked_mean
+
+    return masked_mean(tensor, mask, dim=dim)
+
+
+def run_grpo_microbatch_train_step(
+    policy_log_probs: Tensor,
+    response_mask: Tensor,
+    gradient_accumulation_steps: int,
+    loss_type: str,
+    raw_rewards: Tensor | None = None,
+    advantages: Tensor | None = None,
+    old_log_probs: Tensor | None = None,
+    cliprange: float | None = None,
+) -> tuple[Tensor, dict[str, Any]]:
+    from lmfs.align.grpo import grpo_microbatch_train_step
+
+    return grpo_microbatch_train_step(
+        policy_log_probs,
+        response_mask,
+        gradient_accumulation_steps,
+        loss_type,
+        raw_rewards=raw_rewards,
+        advantages=advantages,
+        old_log_probs=old_log_probs,
+        cliprange=cliprange,
+    )
