@@ -511,3 +511,58 @@ def run_grpo_microbatch_train_step(
         old_log_probs=old_log_probs,
         cliprange=cliprange,
     )
+
+
+# ===== data: deduplication
+
+
+def run_exact_line_deduplication(input_files: list[os.PathLike], output_directory: os.PathLike) -> None:
+    from lmfs.data.dedup import exact_line_deduplication
+
+    exact_line_deduplication(input_files, output_directory)
+
+
+def run_minhash_deduplication(
+    input_files: list[os.PathLike],
+    num_hashes: int,
+    num_bands: int,
+    ngrams: int,
+    jaccard_threshold: float,
+    output_directory: os.PathLike,
+) -> None:
+    from lmfs.data.dedup import minhash_deduplication
+
+    minhash_deduplication(input_files, num_hashes, num_bands, ngrams, jaccard_threshold, output_directory)
+
+
+# ===== data: extraction, PII, Gopher (lmfs/data/extract.py, pii.py, gopher.py)
+
+
+def run_extract_text_from_html_bytes(html_bytes: bytes) -> str | None:
+    from lmfs.data.extract import extract_text_from_html_bytes
+
+    return extract_text_from_html_bytes(html_bytes)
+
+
+def run_mask_emails(text: str) -> tuple[str, int]:
+    from lmfs.data.pii import mask_emails
+
+    return mask_emails(text)
+
+
+def run_mask_phone_numbers(text: str) -> tuple[str, int]:
+    from lmfs.data.pii import mask_phone_numbers
+
+    return mask_phone_numbers(text)
+
+
+def run_mask_ips(text: str) -> tuple[str, int]:
+    from lmfs.data.pii import mask_ips
+
+    return mask_ips(text)
+
+
+def run_gopher_quality_filter(text: str) -> bool:
+    from lmfs.data.gopher import gopher_quality_filter
+
+    return gopher_quality_filter(text)

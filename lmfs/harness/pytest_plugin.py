@@ -36,7 +36,12 @@ try:  # hypothesis is a dependency, but keep the plugin importable without it
         "dev", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
     )
     settings.register_profile(
-        "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+        "ci",
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        print_blob=True,
+        derandomize=True,  # CI explores the same examples every run: a red CI is a real failure, never luck
     )
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 except ImportError:  # pragma: no cover
