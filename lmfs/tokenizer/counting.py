@@ -30,9 +30,17 @@ from lmfs.tokenizer.pretokenize import (
 )
 
 DEFAULT_CHUNK_BYTES = 4 << 20
-#: the C counter scans ~100 MB/s per process: by default (``num_workers=None``) a worker process is started per
-#: this many bytes at most, so small files skip the start-up of processes
+#: the C kernels scan ~100-150 MB/s per process: by default (``num_workers=None``) a worker process is started
+#: per this many bytes at most, so small files skip the start-up of processes
 C_BYTES_PER_WORKER = 8 << 20
+
+
+def native_workers(num_workers: int | None, size: int) -> int:
+    """Processes for ``size`` bytes through the C kernels: ``num_workers`` when given, else all cores but at most
+    one per :data:`C_BYTES_PER_WORKER` bytes."""
+    if num_workers is not None:
+        return num_workers or available_cores()
+    return max(1, min(available_cores(), -(-size // C_BYTES_PER_WORKER)))
 
 
 def available_cores() -> int:
@@ -122,8 +130,7 @@ def count_pretokens(
     mod = _ctext_for(pattern, backend)
     if mod is not None:
         spans = [(s, e) for s, e in itertools.pairwise(bounds) if e > s]
-        if num_workers is None:
-            workers = max(1, min(workers, -(-bounds[-1] // C_BYTES_PER_WORKER)))
+        workers = native_workers(num_workers, bounds[-1])
         return _count_native(mod, path, spans, _check_specials(special_tokens), workers, progress, as_bytes)
     jobs = [
         (path, s, e, tuple(special_tokens), pattern, backend) for s, e in itertools.pairwise(bounds) if e > s

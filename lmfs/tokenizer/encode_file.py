@@ -19,14 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lmfs.tokenizer.counting import available_cores, read_utf8_chunk
+from lmfs.tokenizer.counting import available_cores, native_workers, read_utf8_chunk
 from lmfs.tokenizer.pretokenize import chunk_boundaries, read_chunk
 from lmfs.tokenizer.tokenizer import Tokenizer
 
 _WORKER_TOKENIZER: Tokenizer | None = None  # set before forking; the workers inherit it
-#: with the C encoder (~100-150 MB/s per process) a worker process pays off only for this many bytes: by default
-#: (``num_workers=None``) small files are encoded in this process, skipping the pool's start-up
-C_BYTES_PER_WORKER = 8 << 20
 
 
 @dataclass
@@ -82,9 +79,10 @@ def encode_file(
     with open(input_path, "rb") as f:
         bounds = chunk_boundaries(f, chunk_bytes, tokenizer.special_tokens)
     jobs = [(input_path, s, e, dtype) for s, e in itertools.pairwise(bounds) if e > s]
-    workers = num_workers or available_cores()
-    if num_workers is None and tokenizer._native_bytes_encoder() is not None:
-        workers = max(1, min(workers, -(-bounds[-1] // C_BYTES_PER_WORKER)))
+    if tokenizer._native_bytes_encoder() is not None:
+        workers = native_workers(num_workers, bounds[-1])
+    else:
+        workers = num_workers or available_cores()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, raw_path = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".raw")
     bar = None

@@ -118,7 +118,7 @@ class Tokenizer:
             if mod is not None:
                 tid = self.token_to_id
                 merges = [(tid[a], tid[b], tid[a + b]) for a, b in self.merges]
-                byte_ids = [tid[bytes([x])] for x in range(256)]
+                byte_ids = self._byte_ids or list(range(256))
                 specials = [(s.encode("utf-8"), i) for s, i in self.special_to_id.items()]
                 self._native = mod.Encoder(merges, byte_ids, specials, CACHE_LIMIT)
             self._native_tried = True
