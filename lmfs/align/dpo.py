@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lmfs.align.data import format_alpaca
+from lmfs.nn.functional import log_softmax
 
 
 def sequence_ids(tokenizer: Any, prompt: str, response: str) -> list[int]:
@@ -40,9 +41,7 @@ def sequence_log_prob(model: Any, ids: list[int]) -> Tensor:
     x = torch.tensor([ids], dtype=torch.long, device=_model_device(model))
     out = model(x)
     logits = out.logits if hasattr(out, "logits") else out
-    logits = logits[0, :-1]
-    log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
-    return log_probs.gather(-1, x[0, 1:, None]).sum()
+    return log_softmax(logits[0, :-1]).gather(-1, x[0, 1:, None]).sum()
 
 
 def per_instance_dpo_loss(

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lmfs.nn.functional import log_softmax
+
 
 def _encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
     """Token ids of ``text``; ``add_special_tokens`` is passed on where the tokenizer takes it (Hugging Face)."""
@@ -46,21 +48,17 @@ def tokenize_prompt_and_output(
     return {"input_ids": ids[:, :-1], "labels": ids[:, 1:], "response_mask": in_output[:, 1:]}
 
 
-def _log_softmax(logits: Tensor) -> Tensor:
-    """log softmax over the last dim; the max is taken out first so that large logits keep their precision."""
-    top = logits.detach().amax(dim=-1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    shifted = logits - top
-    return shifted - torch.logsumexp(shifted, dim=-1, keepdim=True)
-
-
-def compute_entropy(logits: Tensor) -> Tensor:
-    """Entropy of softmax(logits) over the last dim: (..., V) -> (...). Stable for large logits (logsumexp);
-    terms with probability 0 (e.g. logits of -inf) count as 0."""
-    log_p = _log_softmax(logits)
+def _entropy(log_p: Tensor) -> Tensor:
+    """Entropy from log-probabilities over the last dim; terms with probability 0 count as 0."""
     p = log_p.exp()
     terms = torch.where(p > 0, p * log_p, torch.zeros((), dtype=log_p.dtype, device=log_p.device))
     return -terms.sum(dim=-1)
+
+
+def compute_entropy(logits: Tensor) -> Tensor:
+    """Entropy of softmax(logits) over the last dim: (..., V) -> (...). Stable for large logits (the max is
+    taken out before the log-sum-exp); terms with probability 0 (e.g. logits of -inf) count as 0."""
+    return _entropy(log_softmax(logits))
 
 
 def get_response_log_probs(
@@ -70,11 +68,10 @@ def get_response_log_probs(
 
     Returns ``log_probs`` (B, T) and, if asked, ``token_entropy`` (B, T) of each next-token distribution.
     """
-    logits = model(input_ids).logits
-    log_p = _log_softmax(logits)
+    log_p = log_softmax(model(input_ids).logits)
     out = {"log_probs": torch.gather(log_p, -1, labels.unsqueeze(-1)).squeeze(-1)}
     if return_token_entropy:
-        out["token_entropy"] = compute_entropy(logits)
+        out["token_entropy"] = _entropy(log_p)
     return out
 
 

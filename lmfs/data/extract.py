@@ -191,12 +191,8 @@ class _TextParser(HTMLParser):
             return
         if tag == "br":
             self.parts.append("\n")
-        elif tag in _PARAGRAPH:
-            self.parts.append(_PARA)
-        elif tag in _BLOCK:
-            self.parts.append(_LINE)
-        elif tag in _CELL:
-            self.parts.append(" ")
+        else:
+            self._separate(tag)
         if tag == "pre":
             self.pre += 1
 
@@ -214,6 +210,10 @@ class _TextParser(HTMLParser):
             return
         if tag == "pre" and self.pre:
             self.pre -= 1
+        self._separate(tag)
+
+    def _separate(self, tag: str) -> None:
+        """The break an element's start or end leaves: a paragraph, a line, a space between cells, or none."""
         if tag in _PARAGRAPH:
             self.parts.append(_PARA)
         elif tag in _BLOCK:
