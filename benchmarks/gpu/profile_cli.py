@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmfs.profile import cli
+from lmfs.cli import profile as cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,6 @@
 * :mod:`~lmfs.harness.store` — reports/bench/<machine_id>/<commit>.json: atomic writes, merging, reading.
 * :mod:`~lmfs.harness.history` / :mod:`~lmfs.harness.regress` — history tables, commit comparison,
   change points.
-* :mod:`~lmfs.harness.report` / :mod:`~lmfs.harness.render` / :mod:`~lmfs.harness.sections` — the HTML report.
-* :mod:`~lmfs.harness.cli` — ``lmfs grade | bench run/store/history | compare | report``.
+* :mod:`~lmfs.harness.render` / :mod:`~lmfs.harness.sections` — the HTML report (building blocks in
+  :mod:`lmfs.reporting`, shared with the units' sections).
 """

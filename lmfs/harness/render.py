@@ -1,8 +1,11 @@
-"""Assemble ``reports/index.html`` from :data:`lmfs.harness.report.SECTION_PROVIDERS`.
+"""Assemble ``reports/index.html`` from the section providers in :data:`SECTION_PROVIDERS`.
 
-Each provider is imported and called in turn; a provider whose module does not exist is skipped silently
-(units land at different times), one that raises becomes an error box in its place. The page is one
-self-contained file: inline CSS, inline SVG figures, no scripts, no external links.
+Each provider is ``"module:function"``, a function ``section(reports_dir) -> Section | list[Section] | None``
+built from :mod:`lmfs.reporting`. A provider that cannot be found (misspelled module or function) stops the
+report with :class:`ReportError`; one that raises while building its section becomes an error box in its place.
+The page is one self-contained file: inline CSS, inline SVG figures, no scripts, no external links.
+
+To add a section: write the function beside your unit (e.g. ``lmfs/scaling/report.py``) and add a line here.
 """
 
 from __future__ import annotations
@@ -12,38 +15,56 @@ import importlib
 import traceback
 from pathlib import Path
 
-from lmfs.harness.atomic import write_text_atomic
-from lmfs.harness.report import SECTION_PROVIDERS, Section, escape
+from lmfs.atomic import write_text_atomic
+from lmfs.reporting import Section, escape
+
+SECTION_PROVIDERS: list[str] = [
+    "lmfs.harness.sections:grades",
+    "lmfs.harness.sections:benchmarks",
+    "lmfs.harness.sections:history",
+    "lmfs.tokenizer.report:section",
+    "lmfs.nn.report:section",
+    "lmfs.train.report:section",
+    "lmfs.scaling.report:section",
+    "lmfs.profile.report:section",
+    "lmfs.kernels.report:section",
+]
+
+
+class ReportError(Exception):
+    """A section provider that does not exist (its module or its function); the message names it."""
 
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-") or "section"
 
 
-def _module_missing(exc: ModuleNotFoundError, module: str) -> bool:
-    """True when ``module`` itself (or a package above it) does not exist, not something it imports."""
-    return exc.name is not None and (module == exc.name or module.startswith(exc.name + "."))
+def _find_provider(spec: str):
+    """The provider function named by ``spec``; ReportError when the module or the function is not there.
+    (An import error *inside* an existing module propagates: that is a broken section, not a missing one.)"""
+    module_name, sep, func_name = spec.partition(":")
+    if not sep or not module_name or not func_name:
+        raise ReportError(f"section provider {spec!r} is not 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ReportError(f"section provider {spec!r}: no module {module_name!r}") from None
+        raise
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ReportError(f"section provider {spec!r}: {module_name} has no function {func_name!r}")
+    return func
 
 
 def collect_sections(reports_dir: Path, providers: list[str] | None = None) -> list[Section]:
     sections: list[Section] = []
     for order, spec in enumerate(providers if providers is not None else SECTION_PROVIDERS):
-        module_name, _, func_name = spec.partition(":")
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if _module_missing(exc, module_name):
-                continue
-            sections.append(_error_section(spec, order))
-            continue
-        except Exception:
-            sections.append(_error_section(spec, order))
-            continue
-        func = getattr(module, func_name or "section", None)
-        if func is None:
-            continue
-        try:
+            func = _find_provider(spec)
             result = func(Path(reports_dir))
+        except ReportError:
+            raise
         except Exception:
             sections.append(_error_section(spec, order))
             continue

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmfs.harness.report import Section, escape, note, svg_figure, table_html
+from lmfs.reporting import Section, escape, note, svg_figure, table_html
 
 MAX_PLOTS_PER_FIGURE = 12
 

@@ -1,39 +1,55 @@
 """From-scratch neural-network layers and the Transformer language model (tensor ops only)."""
 
-from lmfs._lazy import lazy_exports
+from lmfs.nn.attention import AttentionFn, MultiHeadSelfAttention
+from lmfs.nn.config import TransformerConfig, default_d_ff
+from lmfs.nn.embedding import Embedding
+from lmfs.nn.ffn import SiLUFFN, SwiGLU, swiglu_hidden_dim
+from lmfs.nn.functional import (
+    causal_attention,
+    causal_mask,
+    cross_entropy,
+    log_softmax,
+    scaled_dot_product_attention,
+    silu,
+    softmax,
+)
+from lmfs.nn.init import trunc_normal_
+from lmfs.nn.kv_cache import KVCache
+from lmfs.nn.linear import Linear
+from lmfs.nn.presets import PRESETS, preset, train_flops_per_token
+from lmfs.nn.rmsnorm import RMSNorm
+from lmfs.nn.rope import RotaryEmbedding
+from lmfs.nn.state_dict import fuse_qkv, load_cs336_state_dict, split_qkv
+from lmfs.nn.transformer import TransformerBlock, TransformerLM, count_parameters
 
-_EXPORTS = {
-    "AttentionFn": "lmfs.nn.attention",
-    "Embedding": "lmfs.nn.embedding",
-    "KVCache": "lmfs.nn.kv_cache",
-    "Linear": "lmfs.nn.linear",
-    "MultiHeadSelfAttention": "lmfs.nn.attention",
-    "PRESETS": "lmfs.nn.presets",
-    "RMSNorm": "lmfs.nn.rmsnorm",
-    "RotaryEmbedding": "lmfs.nn.rope",
-    "SiLUFFN": "lmfs.nn.ffn",
-    "SwiGLU": "lmfs.nn.ffn",
-    "TransformerBlock": "lmfs.nn.transformer",
-    "TransformerConfig": "lmfs.nn.config",
-    "TransformerLM": "lmfs.nn.transformer",
-    "causal_attention": "lmfs.nn.functional",
-    "causal_mask": "lmfs.nn.functional",
-    "count_parameters": "lmfs.nn.transformer",
-    "cross_entropy": "lmfs.nn.functional",
-    "default_d_ff": "lmfs.nn.config",
-    "fuse_qkv": "lmfs.nn.state_dict",
-    "load_cs336_state_dict": "lmfs.nn.state_dict",
-    "log_softmax": "lmfs.nn.functional",
-    "preset": "lmfs.nn.presets",
-    "scaled_dot_product_attention": "lmfs.nn.functional",
-    "silu": "lmfs.nn.functional",
-    "softmax": "lmfs.nn.functional",
-    "split_qkv": "lmfs.nn.state_dict",
-    "swiglu_hidden_dim": "lmfs.nn.ffn",
-    "train_flops_per_token": "lmfs.nn.presets",
-    "trunc_normal_": "lmfs.nn.init",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = [
+    "PRESETS",
+    "AttentionFn",
+    "Embedding",
+    "KVCache",
+    "Linear",
+    "MultiHeadSelfAttention",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SiLUFFN",
+    "SwiGLU",
+    "TransformerBlock",
+    "TransformerConfig",
+    "TransformerLM",
+    "causal_attention",
+    "causal_mask",
+    "count_parameters",
+    "cross_entropy",
+    "default_d_ff",
+    "fuse_qkv",
+    "load_cs336_state_dict",
+    "log_softmax",
+    "preset",
+    "scaled_dot_product_attention",
+    "silu",
+    "softmax",
+    "split_qkv",
+    "swiglu_hidden_dim",
+    "train_flops_per_token",
+    "trunc_normal_",
+]

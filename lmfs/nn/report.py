@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from lmfs.harness.report import Section, escape, note
+from lmfs.reporting import Section, escape, note
 
 
 def section(reports_dir: pathlib.Path) -> Section | None:

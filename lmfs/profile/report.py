@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmfs.harness.report import Section, escape, note, table_html
+from lmfs.reporting import Section, escape, note, table_html
 
 
 def _load_summaries(data_dir: Path) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmfs.harness.report import Section, note, svg_figure, table_html
+from lmfs.reporting import Section, note, svg_figure, table_html
 
 PUBLISHED = {
     "Chinchilla (Hoffmann et al. 2022)": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},

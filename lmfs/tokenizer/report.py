@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmfs.harness.report import Section, escape, note, table_html
+from lmfs.reporting import Section, escape, note, table_html
 
 
 def section(reports_dir: Path) -> Section | None:

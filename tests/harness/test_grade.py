@@ -99,7 +99,7 @@ def test_unknown_unit_and_specs_folder(tmp_path: Path) -> None:
 
 def test_cli_nonexistent_adapter_exits_nonzero_with_message(tmp_path: Path) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "lmfs.cli", "grade", "--adapter", str(tmp_path / "missing.py"), "--specs", str(SPECS),
+        [sys.executable, "-m", "lmfs", "grade", "--adapter", str(tmp_path / "missing.py"), "--specs", str(SPECS),
          "--reports-dir", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )

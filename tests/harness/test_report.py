@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lmfs.harness.render import build_report, collect_sections
+from lmfs.harness.render import ReportError, build_report, collect_sections
 from lmfs.harness.store import save_run
 from tests.harness.synthetic import bench_doc, bench_entry, rounds
 
@@ -62,14 +62,34 @@ def test_full_store_renders_every_section(tmp_path: Path) -> None:
     assert "4 commits" in html
 
 
-def test_broken_provider_becomes_an_error_box_and_missing_module_is_skipped(tmp_path: Path) -> None:
+def test_broken_provider_becomes_an_error_box(tmp_path: Path) -> None:
     _fill(tmp_path)
-    sections = collect_sections(tmp_path, [*HARNESS, "lmfs.no_such_unit.report:section",
-                                           "tests.harness.test_report:_raising_provider"])
+    sections = collect_sections(tmp_path, [*HARNESS, "tests.harness.test_report:_raising_provider"])
     titles = [s.title for s in sections]
-    assert "Grades" in titles and not any("no_such_unit" in t for t in titles)
+    assert "Grades" in titles
     err = [s for s in sections if "failed" in s.title]
     assert len(err) == 1 and "boom from a provider" in err[0].html and 'class="error"' in err[0].html
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("lmfs.no_such_unit.report:section", "no module 'lmfs.no_such_unit.report'"),
+        ("lmfs.harness.sections:no_such_function", "has no function 'no_such_function'"),
+        ("lmfs.harness.sections", "is not 'module:function'"),
+    ],
+)
+def test_missing_or_misspelled_provider_is_a_loud_error(tmp_path: Path, spec: str, says: str) -> None:
+    _fill(tmp_path)
+    with pytest.raises(ReportError, match=re.escape(says)):
+        collect_sections(tmp_path, [*HARNESS, spec])
+
+
+def test_every_listed_provider_exists() -> None:
+    from lmfs.harness.render import SECTION_PROVIDERS, _find_provider
+
+    for spec in SECTION_PROVIDERS:
+        assert callable(_find_provider(spec))
 
 
 def _raising_provider(reports_dir: Path) -> None:

@@ -30,7 +30,7 @@ def test_sigkill_during_save_then_resume(tmp_path: Path) -> None:
 
     env = {**os.environ, SLEEP_HOOK_ENV: "8:120", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lmfs.cli", "train", "--config", str(config_file), "--no-progress"],
+        [sys.executable, "-m", "lmfs", "train", "--config", str(config_file), "--no-progress"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -1,8 +1,8 @@
-"""HTML report building blocks. (The renderer that assembles reports/index.html lives beside this.)
+"""Report building blocks shared by the units' report sections and the harness's renderer.
 
-A report section is any callable ``section(reports_dir: Path) -> Section | list[Section] | None`` listed in
-:data:`SECTION_PROVIDERS` as ``"module:function"``. It returns ``None`` when it has nothing to show. To add a
-section: write the function in your unit (e.g. ``lmfs/scaling/report.py``) and add one line to the list.
+A unit shows itself in the HTML report with a function ``section(reports_dir: Path) -> Section | list[Section] |
+None`` (``None`` when it has nothing to show yet) built from the helpers here; the renderer
+(:mod:`lmfs.harness.render`) lists the providers and assembles the page. This module imports nothing of lmfs.
 """
 
 from __future__ import annotations
@@ -11,18 +11,6 @@ import html
 import io
 from dataclasses import dataclass
 from typing import Any
-
-SECTION_PROVIDERS: list[str] = [
-    "lmfs.harness.sections:grades",
-    "lmfs.harness.sections:benchmarks",
-    "lmfs.harness.sections:history",
-    "lmfs.tokenizer.report:section",
-    "lmfs.nn.report:section",
-    "lmfs.train.report:section",
-    "lmfs.scaling.report:section",
-    "lmfs.profile.report:section",
-    "lmfs.kernels.report:section",
-]
 
 
 @dataclass

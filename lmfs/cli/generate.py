@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lmfs.cli import CLIError
+
 
 def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p = groups["root"].add_parser(
@@ -51,8 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         tokenizer = load_run_tokenizer(cfg, args.tokenizer)
         draft = load_model(args.draft, device=args.device)[0] if args.draft else None
     except (FileNotFoundError, CheckpointError, RuntimeError) as exc:
-        print(f"lmfs generate: {exc}", file=sys.stderr)
-        return 2
+        raise CLIError(str(exc)) from None
 
     def emit(piece: str) -> None:
         sys.stdout.write(piece)
@@ -84,8 +85,8 @@ def _run(args: argparse.Namespace) -> int:
             )
             emit("\n")
     except ValueError as exc:
-        print(f"\nlmfs generate: {exc}", file=sys.stderr)
-        return 2
+        emit("\n")
+        raise CLIError(str(exc)) from None
     if stats is not None:
         print(
             f"speculative: {stats.acceptance_rate:.0%} of {stats.proposed} drafts accepted, "

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from lmfs.cli import CLIError
+
 DEFAULT_SWEEP_TABLE = "reports/data/scaling/sweep_cpu.csv"
 
 
@@ -206,11 +208,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         try:
             loss = sim.query(int(d), int(layers), int(heads), int(bs), lr, flops)
         except BudgetExceededError as exc:
-            print(str(exc), file=sys.stderr)
-            return 1
+            raise CLIError(str(exc), code=1) from None
         except ValueError as exc:
-            print(str(exc), file=sys.stderr)
-            return 2
+            raise CLIError(str(exc)) from None
         print(f"loss {loss:.5f}   spent {sim.spent:.4g} of {sim.total_budget:.4g} FLOPs")
     else:
         res = run_isoflop_strategy(sim, target=args.target)
@@ -280,12 +280,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     for path in (spec.train_data, spec.val_data):
         if not Path(path).exists():
-            print(
-                f"sweep: token file {path} not found; make it with the tokenizer (runs/data/gutenberg-10k) or "
-                "pass --train-data/--val-data",
-                file=sys.stderr,
+            raise CLIError(
+                f"token file {path} not found; make it with the tokenizer (runs/data/gutenberg-10k) or "
+                "pass --train-data/--val-data"
             )
-            return 2
     df = run_sweep(spec)
     print(df.to_string(index=False, float_format=_fmt))
     if not args.no_fit and df["compute"].nunique() >= 2:

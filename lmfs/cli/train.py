@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lmfs.cli import CLIError
+
 # flags that are shorthands for --set key=value
 _SHORTHANDS = ("out_dir", "max_steps", "device", "seed", "train_data", "val_data")
 
@@ -55,7 +57,6 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import json
-    import sys
 
     from lmfs.train.checkpoint import CheckpointError
     from lmfs.train.config import ConfigError, load_config
@@ -68,26 +69,22 @@ def _run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as exc:
-        print(f"lmfs train: {exc}", file=sys.stderr)
-        return 2
+        raise CLIError(str(exc)) from None
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     try:
         result = train(cfg, progress=not args.no_progress)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"lmfs train: {exc}", file=sys.stderr)
-        return 2
+        raise CLIError(str(exc)) from None
     except NonFiniteLossError as exc:
-        print(f"lmfs train: {exc}", file=sys.stderr)
-        return 1
+        raise CLIError(str(exc), code=1) from None
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     import json
-    import sys
     import tempfile
 
     import torch
@@ -108,8 +105,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             device=args.device,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"lmfs evaluate: {exc}", file=sys.stderr)
-        return 2
+        raise CLIError(str(exc)) from None
     summary.pop("config", None)
     print(json.dumps(summary, indent=2))
     return 0

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lmfs.cli import CLIError
+
 
 def register(groups: dict[str, Any]) -> None:
     p = groups["root"].add_parser("tokenizer", help="train, apply and inspect byte-level BPE tokenizers")
@@ -75,13 +77,10 @@ def _user_errors(func):
     line and exits 2 instead of a traceback."""
 
     def run(args: argparse.Namespace) -> int:
-        import sys
-
         try:
             return func(args)
         except (ValueError, OSError) as exc:
-            print(f"lmfs tokenizer {args.tokenizer_command}: {exc}", file=sys.stderr)
-            return 2
+            raise CLIError(str(exc)) from None
 
     return run
 
@@ -106,7 +105,7 @@ def _load(args: argparse.Namespace):
     if args.gpt2:
         return load_gpt2(*_gpt2_files())
     if not args.tokenizer:
-        raise SystemExit("pass --tokenizer DIR (from `lmfs tokenizer train`) or --gpt2")
+        raise CLIError("pass --tokenizer DIR (from `lmfs tokenizer train`) or --gpt2")
     return load_tokenizer(args.tokenizer)
 
 
@@ -195,7 +194,7 @@ def _decode(args: argparse.Namespace) -> int:
         end = None if args.count is None else args.start + args.count
         ids = arr[args.start : end].tolist()
     else:
-        raise SystemExit("pass a .npy file or --ids")
+        raise CLIError("pass a .npy file or --ids")
     text = tok.decode(ids)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

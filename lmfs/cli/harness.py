@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lmfs.cli import CLIError
+
 DEFAULT_BENCH_MARKERS = "not slow and not gpu"
 
 
@@ -20,9 +22,6 @@ def _rest(args: argparse.Namespace) -> list[str]:
     return rest[1:] if rest[:1] == ["--"] else rest
 
 
-def _err(msg: str) -> int:
-    print(f"lmfs: error: {msg}", file=sys.stderr)
-    return 2
 
 
 # -------------------------------------------------------------------------------------------------- grade
@@ -54,7 +53,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     try:
         doc = grade(opts)
     except GradeError as exc:
-        return _err(str(exc))
+        raise CLIError(str(exc)) from None
     path = write_grade(doc, opts.reports_dir)
     print(format_table(doc))
     failing = [t for t in doc["tests"] if t["outcome"] not in ("passed", "skipped")]
@@ -72,8 +71,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         print(f"  collection error in {ce['nodeid']}: {ce['message'].strip().splitlines()[-1:]}")
     print(f"wrote {path} ({doc['wall_s']} s, {doc['restarts']} restart(s))")
     if doc["error"]:
-        print(f"lmfs: grading incomplete: {doc['error']}", file=sys.stderr)
-        return 3
+        raise CLIError(f"grading incomplete: {doc['error']}", code=3)
     return 0
 
 
@@ -101,8 +99,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         print("running:", shlex.join(cmd), flush=True)
         rc = subprocess.run(cmd, cwd=root if (root / "pyproject.toml").exists() else None).returncode
         if not out.exists():
-            print(f"lmfs: no benchmark results (pytest exit {rc}); nothing stored", file=sys.stderr)
-            return rc or 5
+            raise CLIError(f"no benchmark results (pytest exit {rc}); nothing stored", code=rc or 5)
         if args.no_store:
             print(out.read_text())
             return rc
@@ -118,7 +115,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         try:
             path = save_run(doc, _reports_dir(args), args.machine, commit)
         except StoreError as exc:
-            return _err(str(exc))
+            raise CLIError(str(exc)) from None
     print(f"stored {path}" + (f" (pytest exit {rc}: some benchmarks failed)" if rc else ""))
     return rc
 
@@ -133,21 +130,21 @@ def cmd_bench_store(args: argparse.Namespace) -> int:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return _err(f"{path}: no such file")
+        raise CLIError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _err(f"{path}: not valid JSON ({exc})")
+        raise CLIError(f"{path}: not valid JSON ({exc})") from None
     commit = args.commit
     if commit is None and isinstance(doc, dict) and _commit_from_doc(doc) is None:
         head, dirty = git_commit()
         if head is None:
-            return _err(f"{path} has no commit_info and this is not a git checkout; pass --commit HASH")
+            raise CLIError(f"{path} has no commit_info and this is not a git checkout; pass --commit HASH")
         commit = commit_stem(head, dirty)
         print(f"warning: {path} has no commit info; storing it under the local HEAD {commit} (use --commit)",
               file=sys.stderr)
     try:
         out = save_run(doc, _reports_dir(args), args.machine, commit)
     except StoreError as exc:
-        return _err(f"{path}: {exc}")
+        raise CLIError(f"{path}: {exc}") from None
     print(f"stored {out}")
     return 0
 
@@ -177,7 +174,7 @@ def cmd_bench_history(args: argparse.Namespace) -> int:
     try:
         table = history_table(df, args.machine)
     except UnknownMachine as exc:
-        return _err(str(exc))
+        raise CLIError(str(exc)) from None
     with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
                            "display.max_colwidth", 70):
         print("median time per round (ms) by commit (oldest -> newest):")
@@ -199,7 +196,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     df = _frame(args)
     if df.empty:
-        return _err("the bench store is empty: run `lmfs bench run` on two commits first")
+        raise CLIError("the bench store is empty: run `lmfs bench run` on two commits first")
     machine = args.machine
     if machine is None:
         candidates = []
@@ -211,15 +208,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 pass
         if len(candidates) != 1:
             found = ", ".join(candidates) if candidates else "none"
-            return _err(f"pass --machine ID: machines holding both {args.a} and {args.b}: {found}; "
-                        f"known: {', '.join(sorted(df['machine_id'].unique()))}")
+            raise CLIError(f"pass --machine ID: machines holding both {args.a} and {args.b}: {found}; "
+                           f"known: {', '.join(sorted(df['machine_id'].unique()))}")
         machine = candidates[0]
     try:
         ca, cb, table = compare_commits(df, args.a, args.b, machine, args.threshold, args.alpha)
     except UnknownMachine as exc:
-        return _err(str(exc))
+        raise CLIError(str(exc)) from None
     except KeyError as exc:
-        return _err(str(exc.args[0]))
+        raise CLIError(str(exc.args[0])) from None
     if table.empty:
         print(f"{ca} and {cb} on {machine} share no benchmark")
         return 0
@@ -239,9 +236,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lmfs.harness.render import build_report
+    from lmfs.harness.render import ReportError, build_report
 
-    out = build_report(_reports_dir(args), Path(args.out) if args.out else None)
+    try:
+        out = build_report(_reports_dir(args), Path(args.out) if args.out else None)
+    except ReportError as exc:
+        raise CLIError(str(exc)) from None
     print(f"wrote {out}")
     return 0
 

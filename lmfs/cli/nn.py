@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lmfs.cli import CLIError
+
 
 def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     model = groups["root"].add_parser("model", help="model shapes and pretrained Llama checkpoints in lmfs")
@@ -62,22 +64,18 @@ def _info(args: argparse.Namespace) -> int:
     }
     fields = {k: v for k, v in fields.items() if v is not None}
     if args.preset is None and len(fields) < 6:
-        print(
-            "lmfs model info: give --preset NAME or all of --vocab-size --context-length --d-model "
-            "--num-layers --num-heads --d-ff",
-            file=sys.stderr,
+        raise CLIError(
+            "give --preset NAME or all of --vocab-size --context-length --d-model "
+            "--num-layers --num-heads --d-ff"
         )
-        return 2
     try:
         base = dict(PRESETS[args.preset]) if args.preset else {}
     except KeyError:
-        print(f"unknown preset {args.preset!r}; known: {', '.join(sorted(PRESETS))}", file=sys.stderr)
-        return 2
+        raise CLIError(f"unknown preset {args.preset!r}; known: {', '.join(sorted(PRESETS))}") from None
     try:
         config = TransformerConfig(**{**base, **fields})
     except (TypeError, ValueError) as exc:
-        print(f"lmfs model info: {exc}", file=sys.stderr)
-        return 2
+        raise CLIError(str(exc)) from None
     import torch
 
     from lmfs.nn.transformer import TransformerLM, count_parameters
@@ -107,8 +105,7 @@ def _smollm2(args: argparse.Namespace) -> int:
     try:
         model, ckpt = load_llama_gguf(args.gguf, context_length=2048)
     except (FileNotFoundError, ImportError, ValueError) as exc:
-        print(f"lmfs model smollm2: {exc}", file=sys.stderr)
-        return 1
+        raise CLIError(str(exc), code=1) from None
     vocab, merges, specials = gguf_tokenizer_data(ckpt)
     tok = Tokenizer(vocab, merges, specials)
     prompt = args.prompt
