@@ -4,12 +4,11 @@ GRPO-Clip), the masked mean and one GRPO microbatch step. Tensor ops only (no ``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-LossType = Literal["no_baseline", "reinforce_with_baseline", "grpo_clip"]
 LOSS_TYPES: tuple[str, ...] = ("no_baseline", "reinforce_with_baseline", "grpo_clip")
 
 
