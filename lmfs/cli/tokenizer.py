@@ -116,7 +116,8 @@ def _gpt2_files() -> tuple[Path, Path]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lmfs.tokenizer.formats import atomic_write, save_tokenizer
+    from lmfs.atomic import write_text_atomic
+    from lmfs.tokenizer.formats import save_tokenizer
     from lmfs.tokenizer.train import TrainStats, train_bpe
 
     stats = TrainStats()
@@ -142,7 +143,7 @@ def _train(args: argparse.Namespace) -> int:
         "backend": stats.extra.get("backend", "python"),
     }
     out = save_tokenizer(args.out, vocab, merges, args.special_token, meta={"trained": info})
-    atomic_write(out / "train_stats.json", json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out / "train_stats.json", json.dumps(info, indent=2) + "\n")
     print(
         f"trained {len(vocab)} tokens ({len(merges)} merges) in {stats.total_s:.1f} s "
         f"(pre-tokenize {stats.pretokenize_s:.1f} s, merges {stats.merge_s:.1f} s); "
@@ -153,8 +154,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _encode(args: argparse.Namespace) -> int:
+    from lmfs.atomic import write_text_atomic
     from lmfs.tokenizer.encode_file import encode_file
-    from lmfs.tokenizer.formats import atomic_write
 
     tok = _load(args)
     if args.backend:
@@ -175,7 +176,7 @@ def _encode(args: argparse.Namespace) -> int:
         "dtype": st.dtype,
         "backend": st.backend,
     }
-    atomic_write(Path(str(args.out) + ".json"), json.dumps(info, indent=2) + "\n")
+    write_text_atomic(Path(str(args.out) + ".json"), json.dumps(info, indent=2) + "\n")
     print(
         f"{st.tokens:,} tokens ({st.dtype}) from {st.bytes / 1e6:.1f} MB in {st.seconds:.1f} s: "
         f"{st.mb_per_s:.1f} MB/s, {st.bytes_per_token:.3f} bytes/token, {st.backend} backend -> {args.out}"
@@ -204,7 +205,8 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from lmfs.tokenizer.formats import atomic_write, load_gpt2
+    from lmfs.atomic import write_text_atomic
+    from lmfs.tokenizer.formats import load_gpt2
 
     text = Path(args.input).read_text(encoding="utf-8")
     n_bytes = len(text.encode("utf-8"))
@@ -222,5 +224,5 @@ def _compress(args: argparse.Namespace) -> int:
         }
         print(f"{name:>24}: vocab {len(tok):>6,}  {n:>10,} tokens  {n_bytes / n:.3f} bytes/token")
     if args.json:
-        atomic_write(Path(args.json), json.dumps(result, indent=2) + "\n")
+        write_text_atomic(Path(args.json), json.dumps(result, indent=2) + "\n")
     return 0

@@ -17,12 +17,13 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from lmfs.atomic import atomic_open, atomic_path
 
 __all__ = [
     "exact_line_deduplication",
@@ -92,16 +93,10 @@ def exact_line_deduplication(
     outputs = []
     for p in paths:
         target = out_dir / p.name
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{p.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out, open(p, "rb") as f:
-                for line in f:
-                    if counts[_line_key(line)] == 1:
-                        out.write(line)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(target, "wb") as out, open(p, "rb") as f:
+            for line in f:
+                if counts[_line_key(line)] == 1:
+                    out.write(line)
         outputs.append(target)
     return outputs
 
@@ -248,6 +243,7 @@ def minhash_deduplication(
         if uf.find(i) == i:
             target = out_dir / p.name
             if target.resolve() != p.resolve():
-                shutil.copyfile(p, target)
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(p, tmp)
             outputs.append(target)
     return outputs

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from lmfs.harness.atomic import locked, write_json_atomic
+from lmfs.atomic import write_json_atomic
+from lmfs.harness.atomic import locked
 
 
 class StoreError(ValueError):

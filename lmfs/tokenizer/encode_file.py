@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmfs.atomic import atomic_path
 from lmfs.tokenizer.counting import available_cores, native_workers, read_utf8_chunk
 from lmfs.tokenizer.pretokenize import chunk_boundaries, read_chunk
 from lmfs.tokenizer.tokenizer import Tokenizer
@@ -123,17 +124,10 @@ def encode_file(
 
 
 def _raw_to_npy(raw_path: str, out: Path, dtype: str, n: int, block: int = 1 << 24) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))
         src = np.memmap(raw_path, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
         for i in range(0, n, block):
             arr[i : i + block] = src[i : i + block]
         arr.flush()
         del arr, src
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
+from lmfs.atomic import write_text_atomic
 from lmfs.tokenizer.pretokenize import CL100K_PATTERN, GPT2_PATTERN
 from lmfs.tokenizer.tokenizer import Tokenizer
 
@@ -69,19 +69,6 @@ def str_to_token(text: str, path: str | os.PathLike = "<string>", line: int | No
         ) from None
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # ----------------------------------------------------------------------------------------------- lmfs format
 
 
@@ -99,15 +86,15 @@ def save_tokenizer(
     if len(vocab_json) != len(vocab):
         raise ValueError("vocab has duplicate tokens; cannot save it")
     lines = ["#version: 0.2"] + [f"{token_to_str(a)} {token_to_str(b)}" for a, b in merges]
-    atomic_write(out / "vocab.json", json.dumps(vocab_json, ensure_ascii=False, indent=0) + "\n")
-    atomic_write(out / "merges.txt", "\n".join(lines) + "\n")
+    write_text_atomic(out / "vocab.json", json.dumps(vocab_json, ensure_ascii=False, indent=0) + "\n")
+    write_text_atomic(out / "merges.txt", "\n".join(lines) + "\n")
     info = {
         "format": "lmfs-bpe/1",
         "special_tokens": list(special_tokens),
         "pattern": pattern,
         **(meta or {}),
     }
-    atomic_write(out / "tokenizer.json", json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomic(out / "tokenizer.json", json.dumps(info, ensure_ascii=False, indent=2) + "\n")
     return out
 
 

@@ -43,7 +43,7 @@ def test_save_load_round_trip(tmp_path: Path, corpus_en: str) -> None:
     text = corpus_en[:5000] + EOT + "🙂"
     ids = tok.encode(text)
     assert tok.decode(ids) == text and ids.count(256) == 1
-    assert not list((tmp_path / "tok").glob("*.tmp"))  # atomic writes leave no temp files
+    assert not list((tmp_path / "tok").glob(".*"))  # atomic writes leave no temp files
 
 
 def test_malformed_merges_line_names_file_and_line(tmp_path: Path) -> None:
