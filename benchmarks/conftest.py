@@ -1,4 +1,5 @@
-"""Benchmark-suite plumbing: enrich pytest-benchmark's machine_info so every stored run says where it ran.
+"""Benchmark-suite plumbing: lmfs's pytest plugin (markers, the ``adapter`` fixture), and pytest-benchmark's
+machine_info enriched so every stored run says where it ran.
 
 Conventions for benchmark authors (see reports/README.md): put lmfs and its peers in one ``benchmark.group``;
 set ``benchmark.extra_info["impl"]`` to ``"lmfs"`` or the peer's name; optionally ``extra_info["bytes"|
@@ -8,9 +9,16 @@ set ``benchmark.extra_info["impl"]`` to ``"lmfs"`` or the peer's name; optionall
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import pytest
+
+# Loaded here, not installed as a global pytest plugin (installing lmfs changes no other project's pytest runs);
+# only when nothing loaded it yet (``-p`` from ``lmfs bench run``, another of lmfs's conftests): pluggy refuses
+# one module under two names, and pytest refuses ``pytest_plugins`` in a conftest it reaches late (``pytest .``).
+if "lmfs.harness.pytest_plugin" not in sys.modules:
+    pytest_plugins = ["lmfs.harness.pytest_plugin"]
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:

@@ -85,6 +85,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     import tempfile
 
     from lmfs.harness.machine import git_commit
+    from lmfs.harness.pytest_plugin import PYTEST_ARGS
     from lmfs.harness.store import StoreError, commit_stem, save_run
     from lmfs.paths import project_root
 
@@ -94,7 +95,8 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     commit = args.commit or (commit_stem(head, dirty) if head else None)
     with tempfile.TemporaryDirectory(prefix="lmfs-bench-") as tmp:
         out = Path(tmp) / "bench.json"
-        cmd = [sys.executable, "-m", "pytest", *suites, "-m", args.m, "--benchmark-only",
+        # the plugin by name: a suite given with --suite may lie outside the conftests that load it
+        cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *suites, "-m", args.m, "--benchmark-only",
                f"--benchmark-json={out}", "-p", "no:cacheprovider", "-q", *_rest(args)]
         print("running:", shlex.join(cmd), flush=True)
         rc = subprocess.run(cmd, cwd=root if (root / "pyproject.toml").exists() else None).returncode

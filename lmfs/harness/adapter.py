@@ -27,7 +27,12 @@ class AdapterMissing(BaseException):
 
 class AdapterUnavailable(Exception):
     """What :class:`AdapterMissing` / :class:`AdapterNotImplemented` become outside a test body (e.g. in a
-    fixture): pytest's fixture cache expects ``Exception``s. The message starts with the original name."""
+    fixture): pytest's fixture cache expects ``Exception``s. ``kind`` is the original class (the grader scores
+    by it); the message starts with its name."""
+
+    def __init__(self, message: str, kind: type[BaseException] | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class _State:
@@ -38,7 +43,7 @@ STATE = _State()
 
 
 def _unavailable(kind: type[BaseException], message: str) -> BaseException:
-    return kind(message) if STATE.in_test_body else AdapterUnavailable(f"{kind.__name__}: {message}")
+    return kind(message) if STATE.in_test_body else AdapterUnavailable(f"{kind.__name__}: {message}", kind)
 
 
 class AdapterNotImplemented(BaseException):

@@ -1,6 +1,7 @@
 """Grading an adapter against the specs, safely.
 
-The specs run in a child ``pytest`` process that writes one JSON line per test phase (``--grade-log``, see
+The specs run in a child ``pytest`` process, with lmfs's plugin loaded explicitly (``-p``: the specs may lie
+outside this checkout, away from its conftests), that writes one JSON line per test phase (``--grade-log``, see
 :mod:`lmfs.harness.pytest_plugin`). This process watches it:
 
 * **timeouts** — pytest-timeout (thread method) stops a slow test inside the child; if the child cannot act
@@ -10,7 +11,8 @@ The specs run in a child ``pytest`` process that writes one JSON line per test p
 * **crashes** — when the child dies (signal, ``os._exit``, kill), the test that had started without a
   report is recorded as failed with the reason, and a new child runs the tests not yet recorded.
 
-A missing adapter function (``AdapterMissing``) or ``NotImplementedError`` is a zero for that test.
+A missing adapter function (``AdapterMissing``) or ``NotImplementedError`` is a zero for that test; the child
+tells these apart by the type of the exception a test raised, not by the text of its report.
 Skipped tests (e.g. GPU specs on a CPU box) count in neither earned nor possible points.
 The result goes to ``reports/grade/<adapter-name>.json``.
 """
@@ -195,11 +197,13 @@ def _consume(line: str, child: _Child) -> None:
 
 
 def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int) -> _Child:
+    from lmfs.harness.pytest_plugin import PYTEST_ARGS  # imports pytest: only where a child pytest runs
+
     log = work / f"grade-log-{attempt}.jsonl"
     out = work / f"pytest-{attempt}.out"
     skip = work / "done.txt"
     cmd = [
-        sys.executable, "-m", "pytest", *map(str, paths),
+        sys.executable, "-m", "pytest", *PYTEST_ARGS, *map(str, paths),
         "--adapter", opts.adapter,
         "--grade-log", str(log),
         "--grade-skip", str(skip),

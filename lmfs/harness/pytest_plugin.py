@@ -1,19 +1,26 @@
-"""The lmfs pytest plugin (auto-loaded through the ``pytest11`` entry point).
+"""The lmfs pytest plugin: ``pytest_plugins = ["lmfs.harness.pytest_plugin"]`` or ``-p lmfs.harness.pytest_plugin``.
 
-It gives every suite the same vocabulary:
+It is never loaded by merely installing lmfs (there is no ``pytest11`` entry point): the conftests at the top of
+``specs/``, ``tests/`` and ``benchmarks/`` load it for runs in this checkout, and the grader and ``lmfs bench
+run`` pass ``-p`` (:data:`PYTEST_ARGS`) to their child pytest, so other projects' pytest runs in the same
+environment are left alone. Once loaded it gives every suite the same vocabulary:
 
 * ``--adapter SPEC`` and the session-scoped ``adapter`` fixture (default ``lmfs.adapters``);
 * the ``points(n)`` and ``unit(name)`` markers of spec tests (unit defaults to the folder under ``specs/``);
 * ``gpu`` tests skip without CUDA;
 * the ``run_ranks`` fixture: a function on each rank of a CPU gloo process group (distributed specs);
-* hypothesis profiles ``dev`` (fast) and ``ci`` (more examples; chosen when ``CI`` is set);
-* ``--grade-log FILE``: one JSON line per test phase, read by the grader (:mod:`lmfs.harness.grade`).
+* hypothesis profiles ``dev`` (fast) and ``ci`` (more examples; chosen when ``CI`` is set), loaded when pytest
+  configures (``--hypothesis-profile`` still wins), not when this module is imported;
+* ``--grade-log FILE``: one JSON line per test phase, read by the grader (:mod:`lmfs.harness.grade`). A test's
+  outcome there follows the type of the exception it raised (:func:`exception_outcome`), never the report text.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -26,12 +33,21 @@ from lmfs.harness.adapter import (
     AdapterLoadError,
     AdapterMissing,
     AdapterNotImplemented,
+    AdapterUnavailable,
     load_adapter,
 )
 
-try:  # hypothesis is a dependency, but keep the plugin importable without it
-    from hypothesis import HealthCheck, settings
+# What a child pytest that needs this plugin gets: the plugin by module name, and the entry-point name an older
+# lmfs install (or a stale lmfs.egg-info in the checkout) may still register it under blocked, so it is loaded
+# once (pluggy refuses one module under two names).
+PYTEST_ARGS = ("-p", "no:lmfs", "-p", __name__)
 
+
+def _load_hypothesis_profiles() -> None:
+    try:  # hypothesis is a harness dependency, but keep the plugin usable without it
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # pragma: no cover
+        return
     settings.register_profile(
         "dev", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
     )
@@ -44,8 +60,6 @@ try:  # hypothesis is a dependency, but keep the plugin importable without it
         derandomize=True,  # CI explores the same examples every run: a red CI is a real failure, never luck
     )
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
-except ImportError:  # pragma: no cover
-    pass
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,7 +71,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before hypothesis's own plugin, so that --hypothesis-profile wins
 def pytest_configure(config: pytest.Config) -> None:
+    _load_hypothesis_profiles()
     for line in (
         "points(n): points a spec test is worth when graded (default 1)",
         "unit(name): the course unit a spec belongs to (default: its folder under specs/)",
@@ -165,21 +181,92 @@ def pytest_runtest_call(item: pytest.Item) -> object:
 adapter_state = _adapter_module.STATE
 
 
-def _classify(report: pytest.TestReport, call_excinfo: object | None) -> str:
+def _timeout_failure(exc: BaseException) -> bool:
+    """pytest-timeout (signal method) stops a test with ``pytest.fail(PYTEST_FAILURE_MESSAGE % timeout)``: a
+    ``Failed`` of its own making is the only sign it leaves, so its fixed message format identifies it."""
+    if not isinstance(exc, pytest.fail.Exception):
+        return False
+    try:
+        from pytest_timeout import PYTEST_FAILURE_MESSAGE
+    except ImportError:  # pragma: no cover
+        PYTEST_FAILURE_MESSAGE = "Timeout (>%ss) from pytest-timeout."
+    pattern = re.escape(PYTEST_FAILURE_MESSAGE).replace("%s", ".+")
+    return re.fullmatch(pattern, str(exc.msg)) is not None
+
+
+def _torch_out_of_memory(exc: BaseException) -> bool:
+    """torch's allocators: ``torch.OutOfMemoryError`` (CUDA), and on the CPU a plain ``RuntimeError`` from
+    ``DefaultCPUAllocator`` (it has no type of its own; its message names the allocator)."""
+    torch = sys.modules.get("torch")  # a torch error can only come from a process that imported torch
+    if torch is None or not isinstance(exc, RuntimeError):
+        return False
+    oom = getattr(torch, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return "DefaultCPUAllocator: can't allocate memory" in str(exc)
+
+
+# A rank of ``run_ranks`` sends back "<ExceptionType>: <message>" (a process boundary: the exception object
+# stays in the rank); these type names stand for the same outcomes as the types themselves.
+_RANK_TYPE_OUTCOMES = {
+    "AdapterMissing": "missing",
+    "AdapterNotImplemented": "not_implemented",
+    "NotImplementedError": "not_implemented",
+    "MemoryError": "memory",
+    "OutOfMemoryError": "memory",
+}
+_RANK_FAILED = re.compile(r"rank \d+ failed: (\w+): (?:(\w+): )?")
+
+
+def _rank_outcome(exc: BaseException) -> str | None:
+    from lmfs.harness.distributed import RankFailed
+
+    if not isinstance(exc, RankFailed):
+        return None
+    m = _RANK_FAILED.match(str(exc))
+    if m is None:  # a rank that died or hung
+        return None
+    name, inner = m.groups()
+    if name == AdapterUnavailable.__name__:  # its message starts with the name of the kind it stands for
+        name = inner or ""
+    return _RANK_TYPE_OUTCOMES.get(name)
+
+
+def exception_outcome(exc: BaseException) -> str | None:
+    """The grading outcome that an exception's *type* stands for: ``missing`` (:class:`AdapterMissing`),
+    ``not_implemented`` (:class:`AdapterNotImplemented`, any ``NotImplementedError``), ``memory``
+    (``MemoryError``, torch's allocation errors), ``timeout`` (pytest-timeout); None for an ordinary failure.
+    A group (e.g. hypothesis reporting several distinct errors) stands for an outcome when all its members do."""
+    if isinstance(exc, BaseExceptionGroup):
+        kinds = {exception_outcome(e) for e in exc.exceptions}
+        return kinds.pop() if len(kinds) == 1 else None
+    if isinstance(exc, AdapterUnavailable):  # what AdapterMissing / AdapterNotImplemented become in a fixture
+        kind = exc.kind
+        if kind is not None and issubclass(kind, AdapterMissing):
+            return "missing"
+        if kind is not None and issubclass(kind, AdapterNotImplemented):
+            return "not_implemented"
+        return None
+    if isinstance(exc, AdapterMissing):
+        return "missing"
+    if isinstance(exc, (AdapterNotImplemented, NotImplementedError)):
+        return "not_implemented"
+    if isinstance(exc, MemoryError) or _torch_out_of_memory(exc):
+        return "memory"
+    if _timeout_failure(exc):
+        return "timeout"
+    return _rank_outcome(exc)
+
+
+def report_outcome(report: pytest.TestReport, excinfo: pytest.ExceptionInfo[BaseException] | None) -> str:
+    """A test phase's grading outcome: passed / skipped as pytest says, else what the exception's type stands
+    for (:func:`exception_outcome`), else ``failed`` (in the test body) or ``error`` (in setup / teardown)."""
     if report.passed:
         return "passed"
     if report.skipped:
         return "skipped"
-    text = str(report.longrepr) if report.longrepr is not None else ""
-    if "AdapterMissing" in text:
-        return "missing"
-    if "AdapterNotImplemented" in text or "NotImplementedError" in text:
-        return "not_implemented"
-    if ("Timeout" in text and "pytest-timeout" in text) or "Failed: Timeout" in text:
-        return "timeout"
-    if "MemoryError" in text or "can't allocate memory" in text or "CUDA out of memory" in text:
-        return "memory"
-    return "failed" if report.when == "call" else "error"
+    kind = exception_outcome(excinfo.value) if excinfo is not None else None
+    return kind or ("failed" if report.when == "call" else "error")
 
 
 class _GradeLog:
@@ -192,6 +279,14 @@ class _GradeLog:
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+        """Classify the phase while its exception is at hand (the report keeps only its text)."""
+        report = yield
+        report.lmfs_outcome = report_outcome(report, call.excinfo)  # type: ignore[attr-defined]
+        report.lmfs_exception = call.excinfo.typename if call.excinfo is not None else None  # type: ignore[attr-defined]
+        return report
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -248,11 +343,17 @@ class _GradeLog:
                     "when": report.when,
                     "unit": item_unit(it) if it else "other",
                     "points": item_points(it) if it else 1.0,
-                    "outcome": _classify(report, None),
+                    "outcome": _logged_outcome(report),
+                    "exception": getattr(report, "lmfs_exception", None),
                     "duration": report.duration,
                     "message": message,
                 }
             )
+
+
+def _logged_outcome(report: pytest.TestReport) -> str:
+    outcome = getattr(report, "lmfs_outcome", None)  # set when pytest made the report (see makereport above)
+    return outcome if outcome is not None else report_outcome(report, None)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -261,4 +362,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         session.config.pluginmanager.register(_GradeLog(path), "lmfs-grade-log")
 
 
-__all__ = ["AdapterMissing", "AdapterNotImplemented", "adapter", "item_points", "item_unit"]
+__all__ = [
+    "PYTEST_ARGS",
+    "AdapterMissing",
+    "AdapterNotImplemented",
+    "adapter",
+    "exception_outcome",
+    "item_points",
+    "item_unit",
+    "report_outcome",
+]
