@@ -17,15 +17,26 @@ import importlib.util
 import pytest
 import torch
 
+from lmfs.kernels.attention_backends import get_backend
 from lmfs.kernels.bench import attention_flops, attention_impl, random_inputs, timed_callable
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
-LMFS_IMPL_NAMES = {"lmfs-triton": "lmfs", "lmfs-pytorch": "lmfs-pytorch"}
+
+
+def labels(*names: str) -> list[str]:
+    """The benchmark labels (stable ids: they name the benchmarks) of the backends called ``names``."""
+    return [get_backend(name).label for name in names]
+
+
+def impl_label(label: str, ours: str) -> str:
+    """extra_info ``impl``: ``"lmfs"`` for the backend that stands for lmfs here (``ours``), else its label."""
+    return "lmfs" if label == get_backend(ours).label else label
+
 
 # ------------------------------------------------------------------------------------------------------- CPU
 
 
-@pytest.mark.parametrize("impl", ["lmfs-pytorch", "naive", "torch-sdpa"])
+@pytest.mark.parametrize("impl", labels("pytorch", "naive", "sdpa"))
 def test_attention_cpu_fwd_bwd(benchmark, impl):
     torch.set_num_threads(1)
     batch, n, d, causal = 4, 256, 64, True
@@ -33,7 +44,7 @@ def test_attention_cpu_fwd_bwd(benchmark, impl):
     step = timed_callable(attention_impl(impl), q, k, v, g, causal, "fwd+bwd")
     benchmark.group = f"attention-cpu-fwd+bwd-{batch}x{n}x{d}-causal"
     benchmark.extra_info.update(
-        impl={"lmfs-pytorch": "lmfs"}.get(impl, impl), flops=attention_flops(batch, 1, n, d, causal, "fwd+bwd")
+        impl=impl_label(impl, ours="pytorch"), flops=attention_flops(batch, 1, n, d, causal, "fwd+bwd")
     )
     benchmark.pedantic(step, rounds=10, iterations=1, warmup_rounds=1)
 
@@ -41,9 +52,10 @@ def test_attention_cpu_fwd_bwd(benchmark, impl):
 # ------------------------------------------------------------------------------------------------------- GPU
 
 SWEEP_SEQS = [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
-SWEEP_IMPLS = ["lmfs-triton", "lmfs-pytorch", "naive", "torch-sdpa-flash", "torch-sdpa-cudnn"]
+SWEEP_IMPLS = labels("triton", "pytorch", "naive", "sdpa-flash", "sdpa-cudnn")
 TOKENS_PER_BATCH = 65536  # batch = TOKENS_PER_BATCH // seq keeps every point big enough to fill the GPU
-MAX_SEQ = {"lmfs-pytorch": 1024, "naive": 16384}  # the tiled PyTorch loop is a reference: short sequences only
+# the tiled PyTorch loop is a reference: short sequences only
+MAX_SEQ = dict(zip(labels("pytorch", "naive"), (1024, 16384), strict=True))
 
 
 def _gpu_bench(benchmark, impl: str, batch: int, n: int, d: int, causal: bool, mode: str, group: str) -> float:
@@ -66,7 +78,7 @@ def _gpu_bench(benchmark, impl: str, batch: int, n: int, d: int, causal: bool, m
 
     benchmark.group = group
     benchmark.extra_info.update(
-        impl=LMFS_IMPL_NAMES.get(impl, impl), flops=flops, do_bench_ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
+        impl=impl_label(impl, ours="triton"), flops=flops, do_bench_ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
         device=torch.cuda.get_device_name(), shape=[batch, n, d], mode=mode, causal=causal, dtype="bfloat16",
         attn_impl=impl,
     )
@@ -90,7 +102,7 @@ def test_attention_gpu_sweep(benchmark, impl, mode, d, n):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
-@pytest.mark.parametrize("impl", ["lmfs-triton", "torch-sdpa-flash", "torch-sdpa-cudnn"])
+@pytest.mark.parametrize("impl", labels("triton", "sdpa-flash", "sdpa-cudnn"))
 def test_attention_gpu_leaderboard(benchmark, impl):
     """CS336 leaderboard: q, k, v (16, 16384, 64) bf16, causal, forward + ``o.sum().backward()``."""
     import triton.testing
@@ -115,7 +127,7 @@ def test_attention_gpu_leaderboard(benchmark, impl):
 
     benchmark.group = "attention-leaderboard-16x16384x64-causal-bf16"
     benchmark.extra_info.update(
-        impl=LMFS_IMPL_NAMES.get(impl, impl), flops=flops, do_bench_ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
+        impl=impl_label(impl, ours="triton"), flops=flops, do_bench_ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
         device=torch.cuda.get_device_name(), attn_impl=impl,
     )
     benchmark.pedantic(synced, rounds=20, iterations=1, warmup_rounds=2)

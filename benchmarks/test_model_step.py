@@ -10,20 +10,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.gpu.peers import sdpa_attention_fn
+from lmfs.kernels.attention_backends import get_backend
 from lmfs.profile.sizes import parse_size
 from lmfs.profile.workload import build_workload
 
-IMPL = {"default": "lmfs", "pytorch": "lmfs-flash-pytorch", "triton": "lmfs-flash-triton", "naive": "naive",
-        "sdpa": "torch-sdpa"}
+# extra_info ``impl`` of lmfs's FlashAttention variants, as first stored (other backends: their registry label)
+FLASH_IMPL = {"pytorch": "lmfs-flash-pytorch", "triton": "lmfs-flash-triton"}
+
+
+def _impl(attention: str) -> str:
+    return FLASH_IMPL.get(attention) or get_backend(attention).label
 
 
 def _workload(size: str, context: int, device: str, dtype: str, attention: str):
-    work = build_workload(parse_size(size)[1], context, device, dtype,
-                          attention="default" if attention == "sdpa" else attention)
-    if attention == "sdpa":
-        work.model.set_attention_fn(sdpa_attention_fn)
-    return work
+    return build_workload(parse_size(size)[1], context, device, dtype, attention=attention)
 
 
 def _train_flops(work, context: int) -> float:
@@ -39,7 +39,7 @@ def test_model_step_cpu_tiny(benchmark, attention):
     context = 128
     work = _workload("tiny", context, "cpu", "fp32", attention)
     benchmark.group = f"model-step-cpu-tiny-ctx{context}"
-    benchmark.extra_info.update(impl=IMPL[attention], flops=_train_flops(work, context), tokens=work.inputs.numel())
+    benchmark.extra_info.update(impl=_impl(attention), flops=_train_flops(work, context), tokens=work.inputs.numel())
     benchmark.pedantic(work.step, rounds=5, iterations=1, warmup_rounds=1)
 
 
@@ -55,6 +55,6 @@ def test_model_step_gpu_small(benchmark, attention):
 
     synced()  # compile / autotune outside the timings
     benchmark.group = f"model-step-gpu-small-ctx{context}-bf16"
-    benchmark.extra_info.update(impl=IMPL[attention], flops=_train_flops(work, context), tokens=work.inputs.numel(),
+    benchmark.extra_info.update(impl=_impl(attention), flops=_train_flops(work, context), tokens=work.inputs.numel(),
                                 device=torch.cuda.get_device_name())
     benchmark.pedantic(synced, rounds=10, iterations=1, warmup_rounds=2)

@@ -2,8 +2,9 @@
 
 Config: d_model 768, 12 layers, 12 heads, d_ff 2048, vocab 32000, batch 16 × 1024, bf16 autocast with fp32
 master weights, ``torch.compile``d, one step = forward + cross-entropy + backward + AdamW step. lmfs uses its
-own AdamW (foreach) and, when lmfs.kernels' Triton FlashAttention imports, that as its ``attention_fn``; HF uses
-SDPA attention and ``torch.optim.AdamW(fused=True)``. Both models start from the same weights.
+own AdamW (foreach) and, when lmfs.kernels' Triton FlashAttention runs, that as its ``attention_fn`` (or the
+backend named by ``LMFS_NN_GPU_ATTENTION``, default ``auto``); HF uses SDPA attention and
+``torch.optim.AdamW(fused=True)``. Both models start from the same weights.
 
 extra_info: ``tokens`` and ``flops`` per round (6·N + 12·L·d·T per token, N = parameters outside the input
 embedding), ``tokens_per_s`` and ``mfu`` (vs 989 TFLOP/s bf16 dense, H100/H200) from the median round, and the
@@ -30,23 +31,29 @@ def flops_per_token(n_params_no_input_emb: int, layers: int, d_model: int, ctx: 
     return 6.0 * n_params_no_input_emb + 12.0 * layers * d_model * ctx
 
 
+# extra_info ``attention`` as first stored: lmfs.nn's own attention and the Triton kernels (others: their label)
+ATTENTION_LABEL = {"default": "lmfs-sdpa", "triton": "lmfs-flash-triton"}
+
+
 def build_lmfs(device: str, attention: str = "auto"):
+    """The lmfs model with ``attention``: a backend name (:mod:`lmfs.kernels.attention_backends`), or ``"auto"``: the
+    Triton kernels when they can be set up, else lmfs.nn's own attention."""
+    from lmfs.kernels.attention_backends import get_backend, make_attention
     from lmfs.nn import TransformerConfig, TransformerLM
 
     s = SHAPE
     cfg = TransformerConfig(s["vocab"], s["ctx"], s["d_model"], s["layers"], s["heads"], s["d_ff"])
     model = TransformerLM(cfg, device=device)
-    used = "lmfs-sdpa"
-    if attention in ("auto", "triton"):
+    name = "default"
+    for candidate in ("triton", "default") if attention == "auto" else (attention,):
         try:
-            from lmfs.kernels.attention import make_attention_fn
-
-            model.set_attention_fn(make_attention_fn("triton"))
-            used = "lmfs-flash-triton"
+            model.set_attention_fn(make_attention(candidate))
+            name = candidate
+            break
         except Exception:
-            if attention == "triton":
+            if attention != "auto":
                 raise
-    return model, used
+    return model, ATTENTION_LABEL.get(name) or get_backend(name).label
 
 
 def build_hf(device: str, lmfs_model=None):
@@ -120,18 +127,18 @@ def gpu_models():
     g = torch.Generator(device="cuda").manual_seed(0)
     ids = torch.randint(0, SHAPE["vocab"], (BATCH, SHAPE["ctx"]), device="cuda", generator=g)
     targets = torch.randint(0, SHAPE["vocab"], (BATCH, SHAPE["ctx"]), device="cuda", generator=g)
-    if attention != "lmfs-sdpa":  # the kernels unit's attention must run fwd+bwd here, else use lmfs's own
+    if attention != ATTENTION_LABEL["default"]:  # the chosen kernel must run fwd+bwd here, else use lmfs's own
         try:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 lmfs_model(ids[:2]).float().sum().backward()
             lmfs_model.zero_grad(set_to_none=True)
         except Exception as exc:
-            print(f"lmfs FlashAttention failed ({type(exc).__name__}: {exc}); falling back to lmfs SDPA")
-            from lmfs.nn import causal_attention
+            print(f"lmfs attention {attention} failed ({type(exc).__name__}: {exc}); falling back to lmfs's own")
+            from lmfs.kernels.attention_backends import make_attention
 
-            lmfs_model.set_attention_fn(causal_attention)
+            lmfs_model.set_attention_fn(make_attention("default"))
             lmfs_model.zero_grad(set_to_none=True)
-            attention = "lmfs-sdpa (flash failed)"
+            attention = f"{ATTENTION_LABEL['default']} (flash failed)"
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):  # same weights, same function
         a, b = lmfs_model(ids[:2]).float(), hf(input_ids=ids[:2]).logits.float()
     max_diff = (a - b).abs().max().item()

@@ -1,16 +1,10 @@
 """What the attention benchmarks share: the FLOP count, the implementations (lmfs and peers) and the timed
 callables for forward / backward / forward+backward.
 
-Implementations take ``(q, k, v, is_causal)`` on ``(batch, seq, d)``:
-
-========================  ===================================================================
-``lmfs-triton``           :class:`~lmfs.kernels.flash_triton.FlashAttentionTriton`
-``lmfs-pytorch``          :class:`~lmfs.kernels.flash_pytorch.FlashAttentionPyTorch` (tiled)
-``naive``                 materialised scores (:func:`~lmfs.kernels.attention.naive_attention`)
-``torch-sdpa``            ``F.scaled_dot_product_attention``, backend chosen by PyTorch
-``torch-sdpa-flash``      SDPA restricted to its FlashAttention-2 backend (CUDA)
-``torch-sdpa-cudnn``      SDPA restricted to its cuDNN backend (CUDA)
-========================  ===================================================================
+An implementation is a backend of :mod:`lmfs.kernels.attention_backends`, named by its benchmark label
+(``lmfs-triton``, ``lmfs-pytorch``, ``naive``, ``torch-sdpa``, ``torch-sdpa-flash``, ``torch-sdpa-cudnn``, ...),
+and called as ``impl(q, k, v, is_causal)`` on ``(batch, seq, d)`` (one head: the backend sees
+``(batch, 1, seq, d)``).
 """
 
 from __future__ import annotations
@@ -20,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lmfs.kernels.attention import flash_attention, naive_attention
+from lmfs.kernels.attention_backends import backend_with_label
 
 AttnImpl = Callable[[Tensor, Tensor, Tensor, bool], Tensor]
 MODES = ("fwd", "bwd", "fwd+bwd")
@@ -35,35 +29,15 @@ def attention_flops(batch: int, heads: int, n: int, d: int, is_causal: bool, mod
     return fwd * factor[mode]
 
 
-def _sdpa(backend: str | None) -> AttnImpl:
-    import torch.nn.functional as F
+def attention_impl(name: str) -> AttnImpl:
+    """The backend whose benchmark label is ``name``, on ``(batch, seq, d)``."""
+    fn = backend_with_label(name).make()
 
     def run(q: Tensor, k: Tensor, v: Tensor, is_causal: bool) -> Tensor:
-        q4, k4, v4 = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)  # the fused backends want (B, H, N, D)
-        if backend is None:
-            return F.scaled_dot_product_attention(q4, k4, v4, is_causal=is_causal).squeeze(1)
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        chosen = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
-        with sdpa_kernel([chosen]):
-            return F.scaled_dot_product_attention(q4, k4, v4, is_causal=is_causal).squeeze(1)
+        # the seam (and SDPA's fused kernels) want (B, H, N, D)
+        return fn(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), is_causal=is_causal).squeeze(1)
 
     return run
-
-
-def attention_impl(name: str) -> AttnImpl:
-    """The implementation called ``name`` (see the module docstring)."""
-    table: dict[str, Callable[[], AttnImpl]] = {
-        "lmfs-triton": lambda: (lambda q, k, v, c: flash_attention(q, k, v, c, backend="triton")),
-        "lmfs-pytorch": lambda: (lambda q, k, v, c: flash_attention(q, k, v, c, backend="pytorch")),
-        "naive": lambda: naive_attention,
-        "torch-sdpa": lambda: _sdpa(None),
-        "torch-sdpa-flash": lambda: _sdpa("flash"),
-        "torch-sdpa-cudnn": lambda: _sdpa("cudnn"),
-    }
-    if name not in table:
-        raise ValueError(f"unknown attention implementation {name!r}; choose one of {sorted(table)}")
-    return table[name]()
 
 
 def random_inputs(

@@ -1,19 +1,57 @@
-"""Causal multi-head self-attention with one fused QKV projection, grouped-query heads and optional RoPE."""
+"""Causal multi-head self-attention with one fused QKV projection, grouped-query heads and optional RoPE, and
+the attention seam every kernel plugs into."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from lmfs.nn.functional import causal_attention, causal_mask, scaled_dot_product_attention
+from lmfs.nn.functional import causal_attention, causal_mask
 from lmfs.nn.kv_cache import KVCache
 from lmfs.nn.linear import Linear
 from lmfs.nn.rope import RotaryEmbedding
 
-AttentionFn = Callable[[Tensor, Tensor, Tensor, bool], Tensor]
-"""``(q, k, v, is_causal) -> out``, all (B, H, T, D); k and v already have ``num_heads`` heads."""
+
+class AttentionFn(Protocol):
+    """The attention seam: ``attention_fn(q, k, v, *, is_causal, mask=None, scale=None) -> out``.
+
+    q: (B, H, Tq, D); k, v: (B, H, Tk, D) — or (B, Hkv, Tk, D) with ``H`` a multiple of ``Hkv`` when the
+    callable has ``supports_gqa = True`` (see :func:`accepts_grouped_kv`); out: (B, H, Tq, D).
+
+    * ``is_causal``: query i attends keys ``j ≤ i + (Tk − Tq)`` — ``j ≤ i`` for ``Tq == Tk``, the end-aligned
+      diagonal otherwise (the queries are the last positions), as :func:`lmfs.nn.functional.causal_mask`.
+    * ``mask``: bool, broadcastable to (B, H, Tq, Tk), True where a query may attend to a key. With
+      ``is_causal`` too, a key must pass both.
+    * ``scale``: the factor on ``q·k`` (default ``1/√D``).
+
+    The model's default is :func:`lmfs.nn.functional.causal_attention`; the named implementations (lmfs's
+    kernels and torch peers) are in ``lmfs.kernels.attention_backends``, which lmfs.nn does not import. A
+    backend that cannot honour an argument falls back to a correct implementation or raises a ``ValueError``
+    naming itself and the argument.
+    """
+
+    def __call__(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        is_causal: bool,
+        mask: Tensor | None = None,
+        scale: float | None = None,
+    ) -> Tensor: ...
+
+
+def accepts_grouped_kv(fn: AttentionFn) -> bool:
+    """Whether ``fn`` takes K/V with fewer heads than Q (GQA) itself; if not, callers repeat the K/V heads."""
+    return bool(getattr(fn, "supports_gqa", False))
+
+
+def repeat_kv(x: Tensor, group: int) -> Tensor:
+    """(B, Hkv, T, D) -> (B, Hkv·group, T, D): each K/V head repeated for the ``group`` query heads it serves."""
+    return x if group == 1 else x.repeat_interleave(group, dim=1)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -24,14 +62,19 @@ class MultiHeadSelfAttention(nn.Module):
     (d_model, num_heads·d_head). With ``num_kv_heads < num_heads`` (GQA) each K/V head serves
     ``num_heads / num_kv_heads`` consecutive query heads.
 
-    ``attention_fn`` is the kernel seam (default :func:`lmfs.nn.functional.causal_attention`); replace the
-    attribute to plug in e.g. FlashAttention.
+    ``attention_fn`` is the kernel seam (:class:`AttentionFn`, default
+    :func:`lmfs.nn.functional.causal_attention`); replace the attribute to plug in e.g. FlashAttention
+    (``lmfs.kernels.attention_backends.make_attention(name)``). The full forward hands it K/V with ``num_heads``
+    heads.
 
     forward(x (..., seq, d_model), token_positions (..., seq) | None) -> (..., seq, d_model).
 
     With a :class:`~lmfs.nn.kv_cache.KVCache` (``kv_cache`` + this layer's index ``layer``), x holds only the new
     positions: their keys/values are appended to the cache and their queries attend to every cached position
-    (causally among the new ones). That path uses the masked from-scratch attention, not ``attention_fn``.
+    (causally among the new ones) through the same ``attention_fn``: ``is_causal=True`` when nothing was cached
+    before, else ``is_causal=False`` with the end-aligned causal ``mask`` (no mask for a single new position,
+    which sees every key). The cached K/V keep their ``num_kv_heads`` heads when ``attention_fn`` accepts grouped
+    K/V (no copy of the cache), else they are repeated.
     """
 
     def __init__(
@@ -94,24 +137,22 @@ class MultiHeadSelfAttention(nn.Module):
         return self.output_proj(out).reshape(*lead, seq, self.d_model)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if self.num_kv_heads != self.num_heads:
-            group = self.num_heads // self.num_kv_heads
-            k = k.repeat_interleave(group, dim=1)
-            v = v.repeat_interleave(group, dim=1)
-        return self.attention_fn(q, k, v, True)  # (B, H, T, D)
+        group = self.num_heads // self.num_kv_heads
+        return self.attention_fn(q, repeat_kv(k, group), repeat_kv(v, group), is_causal=True)  # (B, H, T, D)
 
     def _attend_cached(self, q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int) -> Tensor:
         """q (B, H, T, D) of the new positions against cached + new k, v (B, Hkv, L + T, D)."""
         keys, values = cache.update(layer, k.to(cache.keys[layer].dtype), v.to(cache.values[layer].dtype))
-        B, H, T, D = q.shape
-        group = H // self.num_kv_heads
-        # query heads of one K/V head side by side: (B, Hkv, group, T, D) against (B, Hkv, 1, L + T, D)
-        qg = q.reshape(B, self.num_kv_heads, group, T, D)
-        mask = causal_mask(T, keys.shape[-2], device=q.device)
-        out = scaled_dot_product_attention(
-            qg, keys.unsqueeze(2).to(q.dtype), values.unsqueeze(2).to(q.dtype), mask
-        )
-        return out.reshape(B, H, T, D)
+        keys, values = keys.to(q.dtype), values.to(q.dtype)
+        if not accepts_grouped_kv(self.attention_fn):
+            group = self.num_heads // self.num_kv_heads
+            keys, values = repeat_kv(keys, group), repeat_kv(values, group)
+        T, n_keys = q.shape[-2], keys.shape[-2]
+        if T == n_keys:  # nothing cached before these positions: plain causal attention
+            return self.attention_fn(q, keys, values, is_causal=True)
+        # causal among the new positions, aligned to the end; one new position sees every key
+        mask = causal_mask(T, n_keys, device=q.device) if T > 1 else None
+        return self.attention_fn(q, keys, values, is_causal=False, mask=mask)  # (B, H, T, D)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}"

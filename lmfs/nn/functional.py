@@ -49,16 +49,19 @@ def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     return shifted - torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
 
 
-def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
-    """``softmax(Q Kᵀ / √d_k) V`` with an optional boolean mask.
+def scaled_dot_product_attention(
+    Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None, *, scale: float | None = None
+) -> Tensor:
+    """``softmax(Q Kᵀ · scale) V`` with an optional boolean mask; ``scale`` defaults to ``1/√d_k``.
 
     Q: (..., q, d_k); K: (..., k, d_k); V: (..., k, d_v); mask: bool broadcastable to (..., q, k),
     True where a query may attend to a key. Returns (..., q, d_v).
     """
     if mask is not None and mask.dtype != torch.bool:
         raise TypeError(f"attention mask must be a bool tensor (True = attend), got dtype {mask.dtype}")
-    d_k = Q.shape[-1]
-    scores = torch.matmul(Q * (1.0 / math.sqrt(d_k)), K.transpose(-2, -1))  # scale the smaller operand
+    if scale is None:
+        scale = 1.0 / math.sqrt(Q.shape[-1])
+    scores = torch.matmul(Q * scale, K.transpose(-2, -1))  # scale the smaller operand
     if mask is not None:
         if torch.broadcast_shapes(scores.shape, mask.shape) == scores.shape:
             scores.masked_fill_(~mask, float("-inf"))  # scores is fresh; matmul's backward does not need it
@@ -78,14 +81,45 @@ def causal_mask(
     return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(diagonal=n_keys - n_queries)
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = True) -> Tensor:
-    """Default attention kernel of :class:`~lmfs.nn.MultiHeadSelfAttention`.
+def causal_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    is_causal: bool = True,
+    *,
+    mask: Tensor | None = None,
+    scale: float | None = None,
+) -> Tensor:
+    """Default attention kernel of :class:`~lmfs.nn.MultiHeadSelfAttention` (the ``"default"`` backend).
 
-    q: (B, H, Tq, D); k, v: (B, H, Tk, D) -> (B, H, Tq, D). The signature ``(q, k, v, is_causal)`` is the
-    seam through which a FlashAttention kernel can replace it.
+    q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D) with ``H`` a multiple of ``Hkv`` -> (B, H, Tq, D). Grouped K/V heads
+    (GQA) are broadcast onto their ``H / Hkv`` query heads, not copied. ``is_causal``: query i attends keys
+    ``j ≤ i + (Tk − Tq)`` (aligned to the end, as :func:`causal_mask`); ``mask``: bool broadcastable to
+    (B, H, Tq, Tk), True = attend; given both, a key must pass both. ``scale`` defaults to ``1/√D``.
+    The signature is the model's attention seam (:class:`lmfs.nn.attention.AttentionFn`).
     """
-    mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device) if is_causal else None
-    return scaled_dot_product_attention(q, k, v, mask)
+    if is_causal:
+        causal = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+        mask = causal if mask is None else mask & causal
+    heads, kv_heads = (q.shape[-3], k.shape[-3]) if min(q.dim(), k.dim()) >= 3 else (1, 1)
+    if kv_heads >= heads:  # one K/V head per query head (or plain broadcasting)
+        return scaled_dot_product_attention(q, k, v, mask, scale=scale)
+    if heads % kv_heads:
+        raise ValueError(
+            f"causal_attention: {heads} query heads cannot share {kv_heads} key/value heads "
+            f"(q {tuple(q.shape)}, k {tuple(k.shape)})"
+        )
+    group = heads // kv_heads
+    # the query heads of one K/V head side by side: (..., Hkv, group, Tq, D) against (..., Hkv, 1, Tk, D)
+    if mask is not None and mask.dim() >= 3:
+        mask = mask.unflatten(-3, (kv_heads, group)) if mask.shape[-3] == heads else mask.unsqueeze(-3)
+    out = scaled_dot_product_attention(
+        q.unflatten(-3, (kv_heads, group)), k.unsqueeze(-3), v.unsqueeze(-3), mask, scale=scale
+    )
+    return out.flatten(-4, -3)
+
+
+causal_attention.supports_gqa = True  # type: ignore[attr-defined]  # see lmfs.nn.attention.accepts_grouped_kv
 
 
 class _CrossEntropy(torch.autograd.Function):

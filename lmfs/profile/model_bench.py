@@ -72,14 +72,14 @@ def bench_grid(
 
 def format_records(records: list[dict[str, Any]]) -> str:
     """A fixed-width table of the records (ms)."""
-    header = f"{'size':<10}{'ctx':>6} {'mode':<17}{'dtype':<6}{'compile':<8}{'attention':<10}{'mean ms':>10}{'std ms':>9}{'tok/s':>10}"
+    header = f"{'size':<10}{'ctx':>6} {'mode':<17}{'dtype':<6}{'compile':<8}{'attention':<15}{'mean ms':>10}{'std ms':>9}{'tok/s':>10}"
     lines = [header, "-" * len(header)]
     for r in records:
         if "error" in r:
             lines.append(f"{r['size']:<10}{r['context']:>6} {r['mode']:<17}{r['dtype']:<6}{r['compile']!s:<8}  {r['error']}")
             continue
         lines.append(
-            f"{r['size']:<10}{r['context']:>6} {r['mode']:<17}{r['dtype']:<6}{r['compile']!s:<8}{r['attention']:<10}"
+            f"{r['size']:<10}{r['context']:>6} {r['mode']:<17}{r['dtype']:<6}{r['compile']!s:<8}{r['attention']:<15}"
             f"{r['mean_s'] * 1e3:>10.2f}{r['std_s'] * 1e3:>9.2f}{r['tokens_per_s']:>10.0f}"
         )
     return "\n".join(lines)

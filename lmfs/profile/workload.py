@@ -10,17 +10,18 @@ summary can attribute time to it.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from lmfs.kernels.attention_backends import make_attention
 from lmfs.profile.sizes import BATCH_SIZE, ModelSize, make_config
 
 MODES = ("forward", "forward-backward", "step")
 DTYPES = ("fp32", "bf16")
-ATTENTION_CHOICES = ("default", "naive", "pytorch", "triton")
 
 
 @contextlib.contextmanager
@@ -38,9 +39,12 @@ def annotate(name: str, device: torch.device) -> Iterator[None]:
 
 
 def _annotated_attention(fn: Callable, device: torch.device) -> Callable:
-    def attention_fn(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = True) -> Tensor:
+    @functools.wraps(fn)  # keeps what the kernel declares (e.g. ``supports_gqa``)
+    def attention_fn(
+        q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool, mask: Tensor | None = None, scale: float | None = None
+    ) -> Tensor:
         with annotate("attention", device):
-            return fn(q, k, v, is_causal)
+            return fn(q, k, v, is_causal=is_causal, mask=mask, scale=scale)
 
     return attention_fn
 
@@ -100,23 +104,23 @@ def build_workload(
     batch_size: int = BATCH_SIZE,
     seed: int = 0,
 ) -> Workload:
-    """The model (float32 weights; ``dtype="bf16"`` runs under autocast), AdamW, and a random batch."""
-    from lmfs.kernels import make_attention_fn
-    from lmfs.nn import TransformerLM, causal_attention
+    """The model (float32 weights; ``dtype="bf16"`` runs under autocast), AdamW, and a random batch.
+
+    ``attention``: a backend name of :mod:`lmfs.kernels.attention_backends` (``attention_names()``).
+    """
+    from lmfs.nn import TransformerLM
     from lmfs.optim import AdamW
 
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if attention not in ATTENTION_CHOICES:
-        raise ValueError(f"unknown attention {attention!r}; choose one of {', '.join(ATTENTION_CHOICES)}")
+    attention_fn = make_attention(attention)  # a clear error for an unknown name
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu")
     torch.manual_seed(seed)
     config = make_config(size, context_length)
     model = TransformerLM(config, device=dev)
-    base = causal_attention if attention == "default" else make_attention_fn(attention)
-    model.set_attention_fn(_annotated_attention(base, dev))
+    model.set_attention_fn(_annotated_attention(attention_fn, dev))
     optimizer = AdamW(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, config.vocab_size, (batch_size, context_length + 1), generator=gen).to(dev)

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from lmfs.kernels import flash_attention, make_attention_fn
-from lmfs.kernels.attention import naive_attention
+from lmfs.kernels.attention import flash_attention, naive_attention
+from lmfs.kernels.attention_backends import make_attention
 from lmfs.kernels.flash_pytorch import flash_backward, flash_forward
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
@@ -53,8 +53,8 @@ def test_pytorch_tiles_of_any_size_agree(tiles, causal):
 def test_attention_fn_on_strided_heads_layout(backend):
     device = DEVICE if backend == "triton" else "cpu"
     q, k, v = _heads_qkv(2, device=device)
-    fn = make_attention_fn(backend)
-    out = fn(q, k, v, True)
+    fn = make_attention(backend)
+    out = fn(q, k, v, is_causal=True)
     assert out.shape == q.shape
     out.sum().backward()
     grads = [x.grad.clone() for x in (q, k, v)]
@@ -67,12 +67,10 @@ def test_attention_fn_on_strided_heads_layout(backend):
         torch.testing.assert_close(mine, x.grad, rtol=tol, atol=tol)
 
 
-def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(ValueError, match="choose one of"):
-        make_attention_fn("cudnn")
+def test_unknown_kernel_is_a_clear_error():
     q = torch.randn(1, 4, 16)
-    with pytest.raises(ValueError, match="unknown attention backend"):
-        flash_attention(q, q, q, backend="nope")
+    with pytest.raises(ValueError, match="unknown FlashAttention kernel 'nope'; choose one of triton, pytorch"):
+        flash_attention(q, q, q, kernel="nope")
 
 
 def test_pytorch_rejects_mismatched_shapes():
@@ -122,9 +120,9 @@ def test_triton_unequal_tiles_on_the_interpreter(monkeypatch, tiles, causal):
 
 def test_attention_fn_follows_autocast_and_mixed_dtypes():
     q, k, v = (x.detach() for x in _heads_qkv(3))
-    fn = make_attention_fn("pytorch")
+    fn = make_attention("pytorch")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert fn(q, k, v, True).dtype == torch.bfloat16
-    out = fn(q, k, v.to(torch.bfloat16), True)  # mixed: promoted to float32
+        assert fn(q, k, v, is_causal=True).dtype == torch.bfloat16
+    out = fn(q, k, v.to(torch.bfloat16), is_causal=True)  # mixed: promoted to float32
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, _sdpa_like(q, k, v.to(torch.bfloat16).float(), True), rtol=1e-5, atol=1e-5)

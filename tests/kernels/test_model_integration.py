@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 
-from lmfs.kernels import make_attention_fn
+from lmfs.kernels.attention_backends import make_attention
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -31,7 +31,7 @@ def test_model_with_flash_attention_matches_default(backend):
         return logits.detach(), [p.grad.clone() for p in model.parameters()]
 
     ref_logits, ref_grads = run()
-    model.set_attention_fn(make_attention_fn(backend))
+    model.set_attention_fn(make_attention(backend))
     logits, grads = run()
     tol = 2e-2 if device == "cuda" else 1e-4
     torch.testing.assert_close(logits, ref_logits, rtol=tol, atol=tol)
