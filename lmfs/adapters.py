@@ -280,11 +280,12 @@ def run_isoflops_optimum(
 def run_training_flops(
     vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int, d_ff: int, batch_size: int
 ) -> float:
-    from lmfs.scaling.accounting import ModelShape, training_step_flops
+    from lmfs.nn.config import TransformerConfig
+    from lmfs.scaling.accounting import training_step_flops
 
-    shape = ModelShape(vocab_size=vocab_size, context_length=context_length, d_model=d_model,
-                       num_layers=num_layers, num_heads=num_heads, d_ff=d_ff)
-    return training_step_flops(shape, batch_size)
+    config = TransformerConfig(vocab_size=vocab_size, context_length=context_length, d_model=d_model,
+                               num_layers=num_layers, num_heads=num_heads, d_ff=d_ff)
+    return training_step_flops(config, batch_size)
 
 
 def run_chinchilla_allocation(

@@ -44,9 +44,8 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from lmfs.generate.load import load_model, load_run_tokenizer
-    from lmfs.generate.text import generate_text
-    from lmfs.train.checkpoint import CheckpointError
+    from lmfs.generate import generate_text, load_run_tokenizer
+    from lmfs.train.checkpoint import CheckpointError, load_model
 
     try:
         model, cfg = load_model(args.checkpoint, device=args.device)

@@ -5,20 +5,133 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from lmfs.cli import CLIError
 
 
+class LazyArgumentParser(argparse.ArgumentParser):
+    """A parser that adds its arguments the first time it parses or shows help: ``setup(parser)`` runs then.
+
+    The model flags are generated from :class:`~lmfs.nn.config.TransformerConfig`'s fields, and importing
+    ``lmfs.nn`` loads torch; building them only for the command that runs keeps ``lmfs --help`` torch-free.
+    """
+
+    def __init__(
+        self, *args: Any, setup: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        self._setup = setup
+
+    def _ready(self) -> None:
+        if self._setup is not None:
+            setup, self._setup = self._setup, None
+            setup(self)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._ready()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._ready()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._ready()
+        return super().format_usage()
+
+
+def _optional(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its errors
+    return parse
+
+
+def add_model_flags(parser: argparse.ArgumentParser, default_preset: str | None = None) -> None:
+    """``--preset NAME`` and one flag per :class:`~lmfs.nn.config.TransformerConfig` field (``--d-model``,
+    ``--tie-embeddings/--no-tie-embeddings``, ...), generated from the dataclass; a flag left out takes the
+    preset's value, then the field's default. Read them back with :func:`model_from_flags`."""
+    import dataclasses
+    import types
+    import typing
+
+    from lmfs.nn.config import TransformerConfig
+    from lmfs.nn.presets import PRESETS
+
+    parser.add_argument(
+        "--preset",
+        default=default_preset,
+        metavar="NAME",
+        help=f"start from a named shape: {', '.join(PRESETS)}"
+        + (f" (default {default_preset})" if default_preset else ""),
+    )
+    group = parser.add_argument_group("model shape (the fields of lmfs.nn.TransformerConfig)")
+    hints = typing.get_type_hints(TransformerConfig)
+    for f in dataclasses.fields(TransformerConfig):
+        hint = hints[f.name]
+        optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+        base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+        text = f.metadata.get("help", "")
+        if f.default is not dataclasses.MISSING:
+            text += f" (default {f.default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is typing.Literal:
+            kwargs["choices"] = typing.get_args(base)
+        else:
+            kwargs["type"] = _optional(base) if optional else base
+            kwargs["metavar"] = "N" if base is int else "X"
+        group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def model_from_flags(args: argparse.Namespace) -> Any:
+    """The TransformerConfig that :func:`add_model_flags`' flags describe; CLIError when it is incomplete or
+    invalid."""
+    import dataclasses
+
+    from lmfs.nn.config import TransformerConfig
+    from lmfs.nn.presets import preset_fields
+
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TransformerConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    try:
+        base = preset_fields(args.preset) if args.preset else {}
+    except KeyError as exc:
+        raise CLIError(exc.args[0]) from None
+    fields = {**base, **given}
+    required = [
+        f.name
+        for f in dataclasses.fields(TransformerConfig)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = ["--" + name.replace("_", "-") for name in required if name not in fields]
+    if missing:
+        where = f"preset {args.preset!r} fixes no {', '.join(missing)}" if args.preset else "no --preset"
+        raise CLIError(f"{where}: give --preset NAME or {' '.join(missing)}")
+    try:
+        return TransformerConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+
+
 def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     model = groups["root"].add_parser("model", help="model shapes and pretrained Llama checkpoints in lmfs")
-    sub = model.add_subparsers(dest="model_command", metavar="WHAT")
+    sub = model.add_subparsers(dest="model_command", metavar="WHAT", parser_class=LazyArgumentParser)
     model.set_defaults(func=lambda args: model.print_help() or 2)
 
-    info = sub.add_parser("info", help="parameter counts, FLOPs per token and memory of a model shape")
-    info.add_argument("--preset", default=None, help="cs336-tinystories, llama-124m or smollm2-135m")
-    for key in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "num_kv_heads"):
-        info.add_argument("--" + key.replace("_", "-"), dest=key, type=int, default=None)
-    info.add_argument("--tie-embeddings", action="store_true", default=None)
+    info = sub.add_parser(
+        "info",
+        help="parameter counts, FLOPs per token and memory of a model shape",
+        description="Sizes of a model: a --preset, any of the shape flags, or both (the flags win).",
+        setup=add_model_flags,
+    )
     info.set_defaults(func=_info)
 
     smol = sub.add_parser(
@@ -46,43 +159,15 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from lmfs.nn.config import TransformerConfig
-    from lmfs.nn.presets import PRESETS, train_flops_per_token
-
-    fields = {
-        k: getattr(args, k)
-        for k in (
-            "vocab_size",
-            "context_length",
-            "d_model",
-            "num_layers",
-            "num_heads",
-            "d_ff",
-            "num_kv_heads",
-            "tie_embeddings",
-        )
-    }
-    fields = {k: v for k, v in fields.items() if v is not None}
-    if args.preset is None and len(fields) < 6:
-        raise CLIError(
-            "give --preset NAME or all of --vocab-size --context-length --d-model "
-            "--num-layers --num-heads --d-ff"
-        )
-    try:
-        base = dict(PRESETS[args.preset]) if args.preset else {}
-    except KeyError:
-        raise CLIError(f"unknown preset {args.preset!r}; known: {', '.join(sorted(PRESETS))}") from None
-    try:
-        config = TransformerConfig(**{**base, **fields})
-    except (TypeError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
+    config = model_from_flags(args)
     import torch
 
     from lmfs.nn.transformer import TransformerLM, count_parameters
+    from lmfs.scaling.accounting import kaplan_flops_per_token
 
     with torch.device("meta"):
         counts = count_parameters(TransformerLM(config))
-    flops = train_flops_per_token(config)
+    flops = kaplan_flops_per_token(config)
     print(config)
     print(f"parameters: {counts['total']:,} total, {counts['non_embedding']:,} non-embedding")
     print(f"training FLOPs per token (6N + 12·L·d·T): {flops:.3e}")

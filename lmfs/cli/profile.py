@@ -11,7 +11,8 @@ ATTENTION = ("default", "naive", "pytorch", "triton")
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="tiny",
-                   help="small|medium|large|xl|2.7B (course sizes), tiny|mini (CPU-sized), or d_model,d_ff,layers,heads")
+                   help="a model preset of lmfs.nn.presets: small|medium|large|xl|2.7B (course sizes), tiny|mini "
+                   "(CPU-sized) or a named model (see `lmfs model info --help`); or d_model,d_ff,layers,heads")
     p.add_argument("--context", type=int, default=128, help="context length (default 128)")
     p.add_argument("--batch", type=int, default=4, help="batch size (default 4, as in the course)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")

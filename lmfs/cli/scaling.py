@@ -8,13 +8,14 @@ import sys
 from typing import Any
 
 from lmfs.cli import CLIError
+from lmfs.cli.nn import LazyArgumentParser, add_model_flags, model_from_flags
 
 DEFAULT_SWEEP_TABLE = "reports/data/scaling/sweep_cpu.csv"
 
 
 def register(groups: dict[str, Any]) -> None:
     p = groups["root"].add_parser("scaling", help="scaling laws: fits, predictions, simulator, sweeps, FLOPs")
-    sub = p.add_subparsers(dest="scaling_command", metavar="WHAT")
+    sub = p.add_subparsers(dest="scaling_command", metavar="WHAT", parser_class=LazyArgumentParser)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
     f = sub.add_parser("fit", help="fit Chinchilla Approaches 1-3 to a table, with bootstrap intervals")
@@ -92,21 +93,20 @@ def register(groups: dict[str, Any]) -> None:
     w.add_argument("--boot", type=int, default=200, help="bootstrap resamples for the fit")
     w.set_defaults(func=cmd_sweep)
 
-    fl = sub.add_parser("flops", help="parameters, FLOPs (by component), 6ND error and memory of one model")
-    for name, default in (
-        ("vocab-size", 10_000),
-        ("context-length", 256),
-        ("d-model", 512),
-        ("num-layers", 4),
-        ("num-heads", 16),
-        ("d-ff", 1344),
-        ("batch-size", 32),
-    ):
-        fl.add_argument(f"--{name}", type=int, default=default)
-    fl.add_argument("--num-kv-heads", type=int, default=None)
-    fl.add_argument("--tie-embeddings", action="store_true")
-    fl.add_argument("--tokens", type=float, default=None, help="training tokens for the 6ND comparison")
+    fl = sub.add_parser(
+        "flops",
+        help="parameters, FLOPs (by component), 6ND error and memory of one model",
+        description="Exact parameters, FLOPs and memory of one training step of a model shape: a --preset "
+        "(default cs336-tinystories) and any shape flags (they win).",
+        setup=_flops_flags,
+    )
     fl.set_defaults(func=cmd_flops)
+
+
+def _flops_flags(fl: argparse.ArgumentParser) -> None:
+    add_model_flags(fl, default_preset="cs336-tinystories")
+    fl.add_argument("--batch-size", type=int, default=32)
+    fl.add_argument("--tokens", type=float, default=None, help="training tokens for the 6ND comparison")
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -306,7 +306,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_flops(args: argparse.Namespace) -> int:
     from lmfs.scaling.accounting import (
-        ModelShape,
         forward_flops,
         memory_estimate,
         param_count,
@@ -314,16 +313,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
         training_step_flops,
     )
 
-    shape = ModelShape(
-        vocab_size=args.vocab_size,
-        context_length=args.context_length,
-        d_model=args.d_model,
-        num_layers=args.num_layers,
-        num_heads=args.num_heads,
-        d_ff=args.d_ff,
-        num_kv_heads=args.num_kv_heads,
-        tie_embeddings=args.tie_embeddings,
-    )
+    shape = model_from_flags(args)
     p = param_count(shape)
     print(
         f"parameters: total {p.total:,}  non-embedding {p.non_embedding:,}  12·L·d² {p.rule_12ld2:,} "
@@ -331,7 +321,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
     )
     fwd = forward_flops(shape, args.batch_size)
     print(
-        f"forward FLOPs of one batch ({args.batch_size}×{args.context_length}): {fwd.total:.4g} "
+        f"forward FLOPs of one batch ({args.batch_size}×{shape.context_length}): {fwd.total:.4g} "
         f"(matmuls {fwd.matmul:.4g}); training step {training_step_flops(shape, args.batch_size):.4g}"
     )
     for k, v in sorted(fwd.components.items(), key=lambda kv: -kv[1]):

@@ -15,7 +15,9 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "train",
         help="train a Transformer LM from a config file (resumes from the newest checkpoint in out_dir)",
         description="Train a Transformer LM. Keys of the config file can be overridden with --set key=value "
-        "(repeatable) or the shorthand flags below. Running again on the same out_dir resumes.",
+        "(repeatable) or the shorthand flags below: model.KEY for the model's (the [model] table; a bare model "
+        "key works too, except eps: model.eps is RMSNorm's, optim.eps AdamW's), KEY for the run's. Running again "
+        "on the same out_dir resumes.",
     )
     p.add_argument("--config", help="TOML or JSON run config (e.g. lmfs/train/configs/gutenberg_small.toml)")
     p.add_argument(
@@ -24,7 +26,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config key, e.g. --set lr=3e-4 --set batch_size=16",
+        help="override one config key, e.g. --set lr=3e-4 --set model.d_model=128",
     )
     for key in _SHORTHANDS:
         p.add_argument("--" + key.replace("_", "-"), dest=key, default=None, help=f"same as --set {key}=...")
@@ -32,7 +34,9 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "--no-resume", action="store_true", help="start from scratch even if out_dir has checkpoints"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config (model nested) and exit"
+    )
     p.set_defaults(func=_run)
 
     e = groups["root"].add_parser(

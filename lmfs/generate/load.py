@@ -1,54 +1,15 @@
-"""Loading what generation needs from a training run: the model from a checkpoint, and the run's tokenizer."""
+"""What generation needs from a training run besides the model: its tokenizer and the end-of-text id.
+
+The model itself comes from :func:`lmfs.train.checkpoint.load_model` (the train unit owns its checkpoints);
+``lmfs generate`` puts the two together.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-import torch
-
 EOT = "<|endoftext|>"
-
-
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """``path`` itself when it is a file; for a run folder (or its ``checkpoints/``), the newest checkpoint."""
-    from lmfs.train.checkpoint import latest_checkpoint
-
-    p = Path(path)
-    if p.is_file():
-        return p
-    for folder in (p / "checkpoints", p):
-        found = latest_checkpoint(folder)
-        if found is not None:
-            return found
-    raise FileNotFoundError(
-        f"no checkpoint at {p}: pass a checkpoint file or a run folder with checkpoints/ckpt_*.pt"
-    )
-
-
-def load_model(
-    checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the TransformerLM a training run saved and load its weights.
-
-    Returns ``(model in eval mode, the run's config dict)``.
-    """
-    from lmfs.nn import TransformerConfig, TransformerLM
-    from lmfs.train.checkpoint import CheckpointError, read_checkpoint
-    from lmfs.train.config import MODEL_FIELDS
-
-    path = find_checkpoint(checkpoint)
-    payload = read_checkpoint(path, map_location=device)
-    cfg = payload.get("config")
-    if not cfg:
-        raise CheckpointError(
-            f"{path} has no run config (was it written by `lmfs train`?); cannot rebuild the model"
-        )
-    model = TransformerLM(TransformerConfig(**{k: cfg[k] for k in MODEL_FIELDS if k in cfg}), device=device)
-    model.load_state_dict(payload["model"])
-    model.eval()
-    return model, cfg
 
 
 def load_run_tokenizer(cfg: dict[str, Any], override: str | os.PathLike | None = None) -> Any:

@@ -1,9 +1,9 @@
 """From-scratch neural-network layers and the Transformer language model (tensor ops only)."""
 
 from lmfs.nn.attention import AttentionFn, MultiHeadSelfAttention
-from lmfs.nn.config import TransformerConfig, default_d_ff
+from lmfs.nn.config import TransformerConfig, default_d_ff, swiglu_hidden_dim
 from lmfs.nn.embedding import Embedding
-from lmfs.nn.ffn import SiLUFFN, SwiGLU, swiglu_hidden_dim
+from lmfs.nn.ffn import SiLUFFN, SwiGLU
 from lmfs.nn.functional import (
     causal_attention,
     causal_mask,
@@ -16,7 +16,7 @@ from lmfs.nn.functional import (
 from lmfs.nn.init import trunc_normal_
 from lmfs.nn.kv_cache import KVCache
 from lmfs.nn.linear import Linear
-from lmfs.nn.presets import PRESETS, preset, train_flops_per_token
+from lmfs.nn.presets import PRESETS, preset
 from lmfs.nn.rmsnorm import RMSNorm
 from lmfs.nn.rope import RotaryEmbedding
 from lmfs.nn.state_dict import fuse_qkv, load_cs336_state_dict, split_qkv
@@ -50,6 +50,5 @@ __all__ = [
     "softmax",
     "split_qkv",
     "swiglu_hidden_dim",
-    "train_flops_per_token",
     "trunc_normal_",
 ]

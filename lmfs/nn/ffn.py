@@ -9,14 +9,6 @@ from lmfs.nn.functional import silu
 from lmfs.nn.linear import Linear
 
 
-def swiglu_hidden_dim(d_model: int, multiple_of: int = 64) -> int:
-    """d_ff ≈ 8/3 · d_model rounded to the nearest multiple of ``multiple_of`` (at least one multiple).
-
-    e.g. 512 -> 1344, 768 -> 2048.
-    """
-    return max(multiple_of, multiple_of * round(8 * d_model / 3 / multiple_of))
-
-
 class SwiGLU(nn.Module):
     """``W2(SiLU(W1 x) ⊙ W3 x)``; w1, w3: (d_ff, d_model), w2: (d_model, d_ff).
 

@@ -1,10 +1,38 @@
-"""Named model shapes used in the course, the benchmarks and the README."""
+"""Named model shapes shared by the CLI (``lmfs model info``, ``lmfs scaling flops``, ``lmfs bench model``,
+``lmfs profile``), the sweeps, the benchmarks and the README.
+
+Each preset is a set of :class:`~lmfs.nn.config.TransformerConfig` fields. The course sizes (CS336 assignment
+2, §1.1.2, plus ``tiny`` and ``mini`` for a CPU box) fix no context length: give one,
+``preset("small", context_length=512)``; their vocabulary is :data:`DEFAULT_VOCAB_SIZE`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from lmfs.nn.config import TransformerConfig
 
-PRESETS: dict[str, dict] = {
+DEFAULT_VOCAB_SIZE = 10_000
+
+
+def _size(d_model: int, d_ff: int, num_layers: int, num_heads: int) -> dict[str, Any]:
+    return dict(
+        vocab_size=DEFAULT_VOCAB_SIZE, d_model=d_model, d_ff=d_ff, num_layers=num_layers, num_heads=num_heads
+    )
+
+
+#: the course's model sizes (no context length)
+COURSE_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": _size(64, 256, 2, 4),  # lmfs: for CPU smoke runs and tests
+    "mini": _size(256, 1024, 4, 4),  # lmfs: a CPU-practical step (~1 s)
+    "small": _size(768, 3072, 12, 12),
+    "medium": _size(1024, 4096, 24, 16),
+    "large": _size(1280, 5120, 36, 20),
+    "xl": _size(1600, 6400, 48, 25),
+    "2.7B": _size(2560, 10240, 32, 32),
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
     # CS336 assignment 1's TinyStories model
     "cs336-tinystories": dict(
         vocab_size=10000,
@@ -31,20 +59,20 @@ PRESETS: dict[str, dict] = {
         rope_theta=100000.0,
         tie_embeddings=True,
     ),
+    **COURSE_SIZES,
 }
 
 
-def preset(name: str, **overrides) -> TransformerConfig:
-    """The TransformerConfig called ``name`` (see :data:`PRESETS`), with keyword overrides."""
+def preset_fields(name: str) -> dict[str, Any]:
+    """A copy of preset ``name``'s fields (a course size has no ``context_length``)."""
     if name not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
-    return TransformerConfig(**{**PRESETS[name], **overrides})
+        raise KeyError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
 
 
-def train_flops_per_token(config: TransformerConfig) -> float:
-    """6·N + 12·L·d·T: N = parameters outside the input embedding (the matmuls), plus attention scores."""
-    d, L, kv = config.d_model, config.num_layers, config.kv_heads
-    per_layer = d * (config.num_heads + 2 * kv) * config.d_head + d * d
-    per_layer += (3 if config.ffn == "swiglu" else 2) * d * config.d_ff
-    n_matmul = L * per_layer + d * config.vocab_size
-    return 6.0 * n_matmul + 12.0 * L * d * config.context_length
+def preset(name: str, **overrides: Any) -> TransformerConfig:
+    """The TransformerConfig called ``name`` (see :data:`PRESETS`), with keyword overrides."""
+    fields = {**preset_fields(name), **overrides}
+    if "context_length" not in fields:
+        raise ValueError(f"model preset {name!r} fixes no context length; pass context_length=...")
+    return TransformerConfig(**fields)

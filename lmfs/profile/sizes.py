@@ -1,52 +1,52 @@
-"""The course's model sizes (CS336 assignment 2, §1.1.2) plus tiny ones that run on a CPU box."""
+"""Model sizes for the benchmarks and the profiler: the presets of :mod:`lmfs.nn.presets` (the course's sizes
+``tiny`` … ``2.7B`` and the named models), or a custom ``d_model,d_ff,num_layers,num_heads``.
+
+A size is a preset's TransformerConfig fields without a context length (the benchmark sets it):
+``make_config(size, context_length)`` builds the model's config.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
-VOCAB_SIZE = 10_000
+from lmfs.nn.presets import DEFAULT_VOCAB_SIZE, PRESETS
+
+VOCAB_SIZE = DEFAULT_VOCAB_SIZE
 BATCH_SIZE = 4
 
-
-@dataclass(frozen=True)
-class ModelSize:
-    d_model: int
-    d_ff: int
-    num_layers: int
-    num_heads: int
-
-
-MODEL_SIZES: dict[str, ModelSize] = {
-    "tiny": ModelSize(64, 256, 2, 4),  # lmfs: for CPU smoke runs and tests
-    "mini": ModelSize(256, 1024, 4, 4),  # lmfs: a CPU-practical step (~1 s)
-    "small": ModelSize(768, 3072, 12, 12),
-    "medium": ModelSize(1024, 4096, 24, 16),
-    "large": ModelSize(1280, 5120, 36, 20),
-    "xl": ModelSize(1600, 6400, 48, 25),
-    "2.7B": ModelSize(2560, 10240, 32, 32),
-}
+#: TransformerConfig fields of a size (a preset's), without ``context_length``
+ModelSize = dict[str, Any]
 
 
 def parse_size(text: str) -> tuple[str, ModelSize]:
-    """A size name (``small``, ``2.7B``, …) or a custom ``d_model,d_ff,num_layers,num_heads`` (e.g. ``128,512,2,4``)."""
-    if text in MODEL_SIZES:
-        return text, MODEL_SIZES[text]
+    """A preset name (``small``, ``2.7B``, ``llama-124m``, …) or a custom ``d_model,d_ff,num_layers,num_heads``
+    (e.g. ``128,512,2,4``, vocabulary 10 000)."""
+    from lmfs.nn.config import config_problems
+    from lmfs.nn.presets import preset_fields
+
+    if text in PRESETS:
+        size = preset_fields(text)
+        size.pop("context_length", None)
+        return text, size
     parts = text.split(",")
     if len(parts) == 4 and all(p.strip().isdigit() for p in parts):
         d_model, d_ff, layers, heads = (int(p) for p in parts)
-        if d_model % heads:
-            raise ValueError(f"model size {text!r}: d_model ({d_model}) must be divisible by num_heads ({heads})")
-        return f"custom-{d_model}-{d_ff}-{layers}-{heads}", ModelSize(d_model, d_ff, layers, heads)
+        size = dict(vocab_size=VOCAB_SIZE, d_model=d_model, d_ff=d_ff, num_layers=layers, num_heads=heads)
+        problems = config_problems(size)
+        if problems:
+            raise ValueError(f"model size {text!r}: {'; '.join(problems)}")
+        return f"custom-{d_model}-{d_ff}-{layers}-{heads}", size
     raise ValueError(
-        f"unknown model size {text!r}; use one of {', '.join(MODEL_SIZES)} or 'd_model,d_ff,num_layers,num_heads'"
+        f"unknown model size {text!r}; use one of {', '.join(PRESETS)} or 'd_model,d_ff,num_layers,num_heads'"
     )
 
 
-def make_config(size: ModelSize, context_length: int, vocab_size: int = VOCAB_SIZE):
-    """The :class:`lmfs.nn.TransformerConfig` of a size at a context length."""
+def make_config(size: ModelSize, context_length: int, vocab_size: int | None = None):
+    """The :class:`lmfs.nn.TransformerConfig` of a size at a context length (``vocab_size``: the size's own,
+    10 000 for the course sizes, unless given)."""
     from lmfs.nn import TransformerConfig
 
-    return TransformerConfig(
-        vocab_size=vocab_size, context_length=context_length, d_model=size.d_model, num_layers=size.num_layers,
-        num_heads=size.num_heads, d_ff=size.d_ff, rope_theta=10000.0,
-    )
+    fields = {**size, "context_length": context_length}
+    if vocab_size is not None:
+        fields["vocab_size"] = vocab_size
+    return TransformerConfig(**fields)

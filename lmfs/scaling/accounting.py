@@ -1,4 +1,7 @@
-"""Parameters, FLOPs and memory of lmfs's Transformer LM, by arithmetic on its shape (no torch needed).
+"""Parameters, FLOPs and memory of lmfs's Transformer LM, by arithmetic on its
+:class:`~lmfs.nn.config.TransformerConfig` (no torch needed). The one home of the model's cost formulas: the
+exact counts below, and the rules of thumb (``12·L·d²`` parameters, ``6·N + 12·L·d·T`` FLOPs per token) that
+MFU figures and quick estimates use.
 
 The model (``lmfs.nn.TransformerLM``): token embedding; ``num_layers`` blocks of [RMSNorm, fused QKV projection
 (grouped-query heads allowed), RoPE on Q and K, causal softmax attention computed in full (the mask is applied
@@ -23,7 +26,10 @@ compare with it (exactly equal), :attr:`FlopCount.total` adds the elementwise wo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lmfs.nn.config import TransformerConfig
 
 RMSNORM_PER_ELEM = 4
 ROPE_PER_ELEM = 3
@@ -38,70 +44,14 @@ BACKWARD_FACTOR = 2.0
 MATMUL_KEYS = ("qkv_proj", "attn_scores", "attn_values", "output_proj", "ffn", "lm_head")
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """The shape of a Transformer LM; field names follow ``lmfs.nn.TransformerConfig``."""
+def _ffn_mats(config: TransformerConfig) -> int:
+    """Weight matrices per FFN: SwiGLU has w1, w2, w3; the SiLU FFN w1, w2."""
+    return 3 if config.ffn == "swiglu" else 2
 
-    vocab_size: int
-    context_length: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    d_ff: int
-    num_kv_heads: int | None = None
-    tie_embeddings: bool = False
-    ffn: str = "swiglu"  #: "swiglu" (w1, w2, w3) or "silu" (w1, w2)
-    norm: str = "pre"  #: "pre" (2 per block + final), "post" (2 per block), "none"
-    position: str = "rope"  #: "rope" or "none"
 
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ModelShape.{name} must be a positive int, got {value!r}")
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"ModelShape: d_model {self.d_model} is not divisible by num_heads {self.num_heads}"
-            )
-        if self.num_heads % self.kv_heads:
-            raise ValueError(
-                f"ModelShape: num_heads {self.num_heads} is not a multiple of num_kv_heads {self.kv_heads}"
-            )
-        if self.ffn not in ("swiglu", "silu") or self.norm not in ("pre", "post", "none"):
-            raise ValueError(f"ModelShape: unknown ffn {self.ffn!r} or norm {self.norm!r}")
-
-    @classmethod
-    def from_config(cls, config: Any) -> ModelShape:
-        """From an ``lmfs.nn.TransformerConfig`` (or anything with the same attributes)."""
-        return cls(
-            vocab_size=config.vocab_size,
-            context_length=config.context_length,
-            d_model=config.d_model,
-            num_layers=config.num_layers,
-            num_heads=config.num_heads,
-            d_ff=config.d_ff,
-            num_kv_heads=getattr(config, "num_kv_heads", None),
-            tie_embeddings=bool(getattr(config, "tie_embeddings", False)),
-            ffn=getattr(config, "ffn", "swiglu"),
-            norm=getattr(config, "norm", "pre"),
-            position=getattr(config, "position", "rope"),
-        )
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.num_heads
-
-    @property
-    def kv_heads(self) -> int:
-        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
-
-    @property
-    def ffn_mats(self) -> int:
-        return 3 if self.ffn == "swiglu" else 2
-
-    @property
-    def norms_per_block(self) -> int:
-        return 0 if self.norm == "none" else 2
+def _norms_per_block(config: TransformerConfig) -> int:
+    """RMSNorms per block: 2 for pre- and post-norm, none for "none" (pre-norm adds a final one)."""
+    return 0 if config.norm == "none" else 2
 
 
 # ------------------------------------------------------------------------------------------- parameters
@@ -126,14 +76,14 @@ class ParamCount:
         return self.rule_12ld2 / self.non_embedding - 1.0
 
 
-def param_count(shape: ModelShape) -> ParamCount:
-    """Exact parameter counts of ``lmfs.nn.TransformerLM`` with this shape."""
-    s = shape
+def param_count(config: TransformerConfig) -> ParamCount:
+    """Exact parameter counts of ``lmfs.nn.TransformerLM(config)`` (what its ``count_parameters`` reports)."""
+    s = config
     d, L = s.d_model, s.num_layers
     emb = s.vocab_size * d
     attn = L * (d * (s.num_heads + 2 * s.kv_heads) * s.d_head + s.num_heads * s.d_head * d)
-    ffn = L * s.ffn_mats * d * s.d_ff
-    norms = L * s.norms_per_block * d + (d if s.norm == "pre" else 0)
+    ffn = L * _ffn_mats(s) * d * s.d_ff
+    norms = L * _norms_per_block(s) * d + (d if s.norm == "pre" else 0)
     head = 0 if s.tie_embeddings else s.vocab_size * d
     non_emb = attn + ffn + norms
     return ParamCount(
@@ -144,7 +94,7 @@ def param_count(shape: ModelShape) -> ParamCount:
         lm_head=head,
         total=emb + non_emb + head,
         non_embedding=non_emb,
-        rule_12ld2=12 * L * d * d,
+        rule_12ld2=rule_of_thumb_params(d, L),
     )
 
 
@@ -172,23 +122,23 @@ class FlopCount:
 
 
 def forward_flops(
-    shape: ModelShape, batch_size: int, seq_len: int | None = None, *, include_loss: bool = True
+    config: TransformerConfig, batch_size: int, seq_len: int | None = None, *, include_loss: bool = True
 ) -> FlopCount:
     """Forward FLOPs of one batch ``(batch_size, seq_len)`` (default ``seq_len = context_length``)."""
-    s = shape
+    s = config
     T = s.context_length if seq_len is None else seq_len
     if batch_size <= 0 or T <= 0:
         raise ValueError(f"forward_flops: batch_size and seq_len must be positive, got {batch_size}, {T}")
     BT, L, d, dh = batch_size * T, s.num_layers, s.d_model, s.d_head
     H, Hkv = s.num_heads, s.kv_heads
     scores = batch_size * H * T * T  # elements of the score matrix, per layer
-    n_norms = L * s.norms_per_block + (1 if s.norm == "pre" else 0)
+    n_norms = L * _norms_per_block(s) + (1 if s.norm == "pre" else 0)
     c = {
         "qkv_proj": L * 2.0 * BT * d * (H + 2 * Hkv) * dh,
         "attn_scores": L * 2.0 * scores * dh,
         "attn_values": L * 2.0 * scores * dh,
         "output_proj": L * 2.0 * BT * H * dh * d,
-        "ffn": L * 2.0 * BT * d * s.d_ff * s.ffn_mats,
+        "ffn": L * 2.0 * BT * d * s.d_ff * _ffn_mats(s),
         "lm_head": 2.0 * BT * d * s.vocab_size,
         "softmax": L * float(SCALE_PER_SCORE + SOFTMAX_PER_SCORE) * scores,
         "norms": float(RMSNORM_PER_ELEM) * n_norms * BT * d,
@@ -200,35 +150,60 @@ def forward_flops(
     return FlopCount(components=c, tokens=BT)
 
 
-def training_step_flops(shape: ModelShape, batch_size: int, seq_len: int | None = None) -> float:
+def training_step_flops(config: TransformerConfig, batch_size: int, seq_len: int | None = None) -> float:
     """Forward + backward FLOPs of one step (backward = 2 × forward), elementwise work included."""
-    return (1.0 + BACKWARD_FACTOR) * forward_flops(shape, batch_size, seq_len).total
+    return (1.0 + BACKWARD_FACTOR) * forward_flops(config, batch_size, seq_len).total
 
 
-def training_flops_per_token(shape: ModelShape, seq_len: int | None = None) -> float:
+def training_flops_per_token(config: TransformerConfig, seq_len: int | None = None) -> float:
     """Training FLOPs per token at sequence length ``seq_len`` (default the context length)."""
-    return training_step_flops(shape, 1, seq_len) / (shape.context_length if seq_len is None else seq_len)
+    return training_step_flops(config, 1, seq_len) / (config.context_length if seq_len is None else seq_len)
 
 
-def six_nd_comparison(shape: ModelShape, n_tokens: float, seq_len: int | None = None) -> dict[str, float]:
+# ------------------------------------------------------------------------------------ rules of thumb
+
+
+def rule_of_thumb_params(d_model: int, num_layers: int) -> int:
+    """``12·L·d²``: the usual estimate of the non-embedding parameters (4·d² attention + 8·d² FFN per block)."""
+    return 12 * num_layers * d_model * d_model
+
+
+def matmul_params(config: TransformerConfig) -> int:
+    """The weights every token is multiplied by: attention and FFN of all blocks, plus the ``d×V`` output
+    projection (counted even when tied to the embedding); no norms, no embedding lookup."""
+    p = param_count(config)
+    return p.attention + p.ffn + config.vocab_size * config.d_model
+
+
+def kaplan_flops_per_token(
+    config: TransformerConfig, seq_len: int | None = None, *, n_params: int | None = None
+) -> float:
+    """``6·N + 12·L·d·T`` training FLOPs per token (Kaplan et al. 2020; the usual MFU convention): ``6·N`` for
+    the matmuls forward and backward, ``12·L·d·T`` for the attention scores. ``N`` defaults to
+    :func:`matmul_params`; ``T`` to the context length."""
+    T = config.context_length if seq_len is None else seq_len
+    n = matmul_params(config) if n_params is None else n_params
+    return 6.0 * n + 12.0 * config.num_layers * config.d_model * T
+
+
+def six_nd_comparison(
+    config: TransformerConfig, n_tokens: float, seq_len: int | None = None
+) -> dict[str, float]:
     """The 6·N·D approximation against the exact count for ``n_tokens`` training tokens.
 
     Returns the exact FLOPs, 6·N·D for N = total / non-embedding / non-embedding + lm_head parameters, and
-    each one's relative error (approx/exact − 1). Kaplan et al.'s ``6N + 12·L·T·d`` (attention term) is
-    included for N = non-embedding + lm_head.
+    each one's relative error (approx/exact − 1). Kaplan et al.'s ``6N + 12·L·T·d`` (attention term,
+    :func:`kaplan_flops_per_token`) is included for N = non-embedding + lm_head.
     """
-    p = param_count(shape)
-    T = shape.context_length if seq_len is None else seq_len
-    exact = training_flops_per_token(shape, T) * n_tokens
+    p = param_count(config)
+    T = config.context_length if seq_len is None else seq_len
+    exact = training_flops_per_token(config, T) * n_tokens
+    with_head = p.non_embedding + config.vocab_size * config.d_model
     approx = {
         "six_nd_total": 6.0 * p.total * n_tokens,
         "six_nd_non_embedding": 6.0 * p.non_embedding * n_tokens,
-        "six_nd_with_head": 6.0 * (p.non_embedding + shape.vocab_size * shape.d_model) * n_tokens,
-        "kaplan": (
-            6.0 * (p.non_embedding + shape.vocab_size * shape.d_model)
-            + 12.0 * shape.num_layers * T * shape.d_model
-        )
-        * n_tokens,
+        "six_nd_with_head": 6.0 * with_head * n_tokens,
+        "kaplan": kaplan_flops_per_token(config, T, n_params=with_head) * n_tokens,
     }
     out: dict[str, float] = {"exact": exact}
     for k, v in approx.items():
@@ -278,14 +253,14 @@ class MemoryEstimate:
 
 
 def activation_bytes(
-    shape: ModelShape, batch_size: int, seq_len: int | None = None, bytes_per: int = 4
+    config: TransformerConfig, batch_size: int, seq_len: int | None = None, bytes_per: int = 4
 ) -> int:
     """Estimated bytes of the tensors autograd saves for backward in one forward pass + loss (naive
     attention; activations of ``bytes_per`` bytes, token ids int64, the causal mask bool)."""
-    s = shape
+    s = config
     T = s.context_length if seq_len is None else seq_len
     BT = batch_size * T
-    n_norms = s.norms_per_block
+    n_norms = _norms_per_block(s)
     per_block = BT * (
         (ACT_PER_BLOCK_D + ACT_PER_NORM_D * n_norms) * s.d_model + ACT_PER_BLOCK_FF[s.ffn] * s.d_ff + n_norms
     ) + batch_size * s.num_heads * T * (ACT_PER_BLOCK_SCORES * T + ACT_PER_BLOCK_SCORE_ROWS)
@@ -300,7 +275,7 @@ def activation_bytes(
 
 
 def memory_estimate(
-    shape: ModelShape,
+    config: TransformerConfig,
     batch_size: int,
     seq_len: int | None = None,
     *,
@@ -309,10 +284,10 @@ def memory_estimate(
     optimizer_states: int = 2,
 ) -> MemoryEstimate:
     """Weights + grads + AdamW state + activations of one step (fp32 by default)."""
-    n = param_count(shape).total
+    n = param_count(config).total
     return MemoryEstimate(
         params=param_bytes * n,
         grads=param_bytes * n,
         optimizer=4 * optimizer_states * n,
-        activations=activation_bytes(shape, batch_size, seq_len, act_bytes),
+        activations=activation_bytes(config, batch_size, seq_len, act_bytes),
     )

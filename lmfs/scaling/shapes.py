@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lmfs.scaling.accounting import ModelShape, param_count
+from lmfs.nn.config import TransformerConfig
+from lmfs.scaling.accounting import param_count
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,14 @@ class ShapeRule:
 
 def shape_for_params(
     n_target: float, vocab_size: int, context_length: int, rule: ShapeRule | None = None
-) -> ModelShape:
+) -> TransformerConfig:
     """The shape whose non-embedding parameter count is nearest to ``n_target`` (in log ratio) among the
     shapes with ``num_layers`` within ±1 of the aspect rule's ``(N/(12·aspect²))^(1/3)``."""
     r = rule or ShapeRule()
     if n_target <= 0:
         raise ValueError(f"shape_for_params: n_target must be > 0, got {n_target}")
     guess = max(r.min_layers, min(r.max_layers, round((n_target / (12 * r.aspect**2)) ** (1 / 3))))
-    best: tuple[float, ModelShape] | None = None
+    best: tuple[float, TransformerConfig] | None = None
     for layers in range(max(r.min_layers, guess - 1), min(r.max_layers, guess + 1) + 1):
         for k in range(1, 129):
             d = r.d_multiple * k
@@ -45,7 +46,7 @@ def shape_for_params(
             if d % heads or (d // heads) % 2:
                 continue
             d_ff = max(r.ff_multiple, r.ff_multiple * round(8 * d / 3 / r.ff_multiple))
-            shape = ModelShape(
+            shape = TransformerConfig(
                 vocab_size=vocab_size,
                 context_length=context_length,
                 d_model=d,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from lmfs.atomic import write_json_atomic
+from lmfs.scaling.accounting import rule_of_thumb_params
 from lmfs.scaling.parametric import ChinchillaParams
 
 TRAIN_FLOPS_CHOICES = (
@@ -88,8 +89,9 @@ class GroundTruth:
 
 
 def non_embedding_params(d_model: int, num_layers: int) -> float:
-    """``12·num_layers·d_model²``: the parameter count the simulator's law uses."""
-    return 12.0 * num_layers * d_model**2
+    """``12·num_layers·d_model²`` (:func:`~lmfs.scaling.accounting.rule_of_thumb_params`): the parameter count
+    the simulator's law uses."""
+    return float(rule_of_thumb_params(d_model, num_layers))
 
 
 @dataclass(frozen=True)

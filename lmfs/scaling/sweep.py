@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 
 from lmfs.atomic import write_text_atomic
-from lmfs.scaling.accounting import ModelShape, param_count, training_flops_per_token
+from lmfs.nn.config import TransformerConfig
+from lmfs.scaling.accounting import param_count, training_flops_per_token
 from lmfs.scaling.shapes import ShapeRule, shape_for_params
 
 COLUMNS = [
@@ -73,7 +74,7 @@ class SweepSpec:
     shape_rule: ShapeRule = field(default_factory=ShapeRule)
 
 
-def run_id(budget: float, shape: ModelShape) -> str:
+def run_id(budget: float, shape: TransformerConfig) -> str:
     return f"C{budget:.2e}-d{shape.d_model}-L{shape.num_layers}".replace("+", "")
 
 
@@ -139,15 +140,9 @@ TrainFn = Callable[[Any], Any]
 def _train_config(spec: SweepSpec, run: dict[str, Any]) -> Any:
     from lmfs.train import TrainConfig
 
-    s: ModelShape = run["shape"]
     steps = run["steps"]
     return TrainConfig(
-        vocab_size=s.vocab_size,
-        context_length=s.context_length,
-        d_model=s.d_model,
-        num_layers=s.num_layers,
-        num_heads=s.num_heads,
-        d_ff=s.d_ff,
+        model=run["shape"],
         train_data=spec.train_data,
         val_data=spec.val_data,
         lr=spec.lr,
@@ -201,7 +196,7 @@ def run_sweep(
         cfg = _train_config(spec, run)
         t0 = time.perf_counter()
         result = train_fn(cfg)
-        s: ModelShape = run["shape"]
+        s: TransformerConfig = run["shape"]
         loss = result.final_val_loss if result.final_val_loss is not None else result.final_train_loss
         if loss is None or not math.isfinite(loss):
             log(f"{run['run_id']}: non-finite loss {loss}; not recorded")

@@ -8,7 +8,8 @@ A checkpoint file is a ``torch.save`` of a dict (loadable with ``weights_only=Tr
 Atomic write: the bytes go to a hidden temp file beside the target, which is flushed and fsync'ed, then
 ``os.replace``'d over the target and the folder is fsync'ed. A crash at any moment leaves either the old
 file or the new one, never a torn one. Runs keep ``checkpoints/ckpt_<iteration>.pt`` files;
-:func:`latest_checkpoint` finds the newest complete one.
+:func:`latest_checkpoint` finds the newest complete one, :func:`find_checkpoint` the one a path names, and
+:func:`load_model` rebuilds the model a run saved (from its config, nested or in the older flat layout).
 """
 
 from __future__ import annotations
@@ -221,3 +222,46 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` itself when it is a file; for a run folder (or its ``checkpoints/``), the newest checkpoint."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for folder in (p / "checkpoints", p):
+        found = latest_checkpoint(folder)
+        if found is not None:
+            return found
+    raise FileNotFoundError(
+        f"no checkpoint at {p}: pass a checkpoint file or a run folder with checkpoints/ckpt_*.pt"
+    )
+
+
+def load_model(
+    checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the TransformerLM a training run saved and load its weights.
+
+    ``checkpoint``: a checkpoint file or a run folder (its newest checkpoint). Returns ``(model in eval mode,
+    the run's config dict in the nested layout)`` (see :func:`lmfs.train.config.nested_config`; checkpoints
+    written with the older flat config load too).
+    """
+    from lmfs.nn import TransformerConfig, TransformerLM
+    from lmfs.train.config import MODEL_TABLE, nested_config
+
+    path = find_checkpoint(checkpoint)
+    payload = read_checkpoint(path, map_location=device)
+    if not payload.get("config"):
+        raise CheckpointError(
+            f"{path} has no run config (was it written by `lmfs train`?); cannot rebuild the model"
+        )
+    cfg = nested_config(payload["config"])
+    try:
+        config = TransformerConfig.from_dict(cfg[MODEL_TABLE])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model from its config: {exc}") from None
+    model = TransformerLM(config, device=device)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    return model, cfg

@@ -30,7 +30,8 @@ def _portable(path: str) -> str:
 
 
 def portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a run config with its file paths made relative to the checkout where possible."""
+    """A copy of a run config with its file paths made relative to the checkout where possible (the paths are
+    the run's keys, at the top level of both the nested and the flat layout)."""
     from lmfs.train.config import PATH_FIELDS
 
     keys = (*PATH_FIELDS, "out_dir")
@@ -52,9 +53,8 @@ def export_run(
 ) -> dict[str, Any]:
     """Evaluate the newest checkpoint of ``run_dir`` on the whole ``val_data`` file (default: the run's),
     sample a continuation of each prompt, and write the bundle to ``dest``. Returns the summary dict."""
-    from lmfs.generate.load import find_checkpoint, load_model, load_run_tokenizer
-    from lmfs.generate.text import generate_text
-    from lmfs.train.checkpoint import read_checkpoint
+    from lmfs.train.checkpoint import find_checkpoint, load_model, read_checkpoint
+    from lmfs.train.config import MODEL_TABLE
     from lmfs.train.data import load_tokens
     from lmfs.train.evaluate import evaluate_tokens
 
@@ -83,7 +83,7 @@ def export_run(
         ev = evaluate_tokens(
             model,
             data,
-            cfg["context_length"],
+            cfg[MODEL_TABLE]["context_length"],
             batch_size=cfg.get("batch_size", 16),
             device=device,
             autocast_bf16=bool(cfg.get("autocast_bf16")),
@@ -98,6 +98,8 @@ def export_run(
             }
         )
     if prompts:
+        from lmfs.generate import generate_text, load_run_tokenizer
+
         tokenizer = load_run_tokenizer(cfg)
         blocks = []
         for i, prompt in enumerate(prompts):

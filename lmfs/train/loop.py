@@ -31,7 +31,7 @@ from lmfs.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from lmfs.train.config import MODEL_FIELDS, ConfigError, TrainConfig, save_config
+from lmfs.train.config import MODEL_TABLE, ConfigError, TrainConfig, nested_config, save_config
 from lmfs.train.data import get_batch, load_tokens, resolve_device
 from lmfs.train.metrics import MetricsLog, read_metrics, truncate_metrics
 
@@ -69,20 +69,21 @@ def _pick_device(name: str) -> torch.device:
 
 def _tokens(path: str, what: str, cfg: TrainConfig) -> np.ndarray:
     data = load_tokens(path, dtype=cfg.data_dtype)
-    if len(data) < cfg.context_length + 1:
+    context = cfg.model.context_length
+    if len(data) < context + 1:
         raise ConfigError(
-            f"{what} {path} has {len(data)} tokens, fewer than context_length + 1 = {cfg.context_length + 1}; "
+            f"{what} {path} has {len(data)} tokens, fewer than context_length + 1 = {context + 1}; "
             "use a bigger token file or a smaller context_length"
         )
     return data
 
 
 def _build(cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    from lmfs.nn import TransformerConfig, TransformerLM
+    from lmfs.nn import TransformerLM
     from lmfs.optim import AdamW
 
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-    model = TransformerLM(TransformerConfig(**cfg.model_kwargs()), device=device, dtype=dtype)
+    model = TransformerLM(cfg.model, device=device, dtype=dtype)
     optimizer = AdamW(
         model.parameters(),
         lr=cfg.lr,
@@ -117,19 +118,22 @@ def evaluate(
     model.eval()
     total = 0.0
     for _ in range(cfg.eval_batches):
-        x, y = get_batch(data, cfg.batch_size, cfg.context_length, device, generator=gen)
+        x, y = get_batch(data, cfg.batch_size, cfg.model.context_length, device, generator=gen)
         total += _loss(model, x, y, autocast or contextlib.nullcontext()).item()
     model.train(was_training)
     return total / cfg.eval_batches
 
 
 def _check_same_model(saved: dict[str, Any] | None, cfg: TrainConfig, ckpt: Path) -> None:
+    """The checkpoint's model (its config nested or flat; fields it predates are not compared) is ``cfg``'s."""
     if not saved:
         return
+    model = cfg.model.to_dict()
+    stored = nested_config(saved)[MODEL_TABLE]
     diff = [
-        f"{k}: checkpoint {saved.get(k)!r} vs config {getattr(cfg, k)!r}"
-        for k in MODEL_FIELDS
-        if k in saved and saved[k] != getattr(cfg, k)
+        f"{k}: checkpoint {v!r} vs config {model[k]!r}"
+        for k, v in stored.items()
+        if k in model and v != model[k]
     ]
     if diff:
         raise ConfigError(
@@ -265,7 +269,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
             optimizer.zero_grad(set_to_none=True)
             loss_sum = torch.zeros((), device=device)
             for _ in range(cfg.grad_accum_steps):
-                x, y = get_batch(train_data, cfg.batch_size, cfg.context_length, device, generator=sampler)
+                x, y = get_batch(
+                    train_data, cfg.batch_size, cfg.model.context_length, device, generator=sampler
+                )
                 loss = _loss(net, x, y, autocast)
                 (loss / cfg.grad_accum_steps).backward()
                 loss_sum += loss.detach()

@@ -57,12 +57,15 @@ def _curve(records: list[dict[str, Any]], title: str) -> str:
 def _summary_table(summary: dict[str, Any]) -> str:
     import pandas as pd
 
-    cfg = summary.get("config", {})
+    from lmfs.train.config import MODEL_TABLE, nested_config
+
+    cfg = nested_config(summary.get("config", {}))  # summaries exported before the model was nested are flat
+    model = cfg[MODEL_TABLE]
     rows = [
         (
             "model",
-            f"d_model {cfg.get('d_model')}, {cfg.get('num_layers')} layers, {cfg.get('num_heads')} heads, "
-            f"d_ff {cfg.get('d_ff')}, context {cfg.get('context_length')}, vocab {cfg.get('vocab_size')}",
+            f"d_model {model.get('d_model')}, {model.get('num_layers')} layers, {model.get('num_heads')} heads, "
+            f"d_ff {model.get('d_ff')}, context {model.get('context_length')}, vocab {model.get('vocab_size')}",
         ),
         (
             "parameters",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,8 @@ def test_generate_streams_a_continuation(tmp_path: Path, capsys: pytest.CaptureF
     text = ("the cat sat on the mat. " * 200).encode()
     np.save(tmp_path / "train.npy", np.frombuffer(text, dtype=np.uint8).astype(np.uint16))
     np.save(tmp_path / "valid.npy", np.frombuffer(text[:2000], dtype=np.uint8).astype(np.uint16))
-    cfg = dataclasses.replace(
-        tiny_config(tmp_path, max_steps=40, eval_interval=0),
-        vocab_size=257,
-        tokenizer=str(tok_dir),
-        lr=2e-2,
+    cfg = tiny_config(
+        tmp_path, max_steps=40, eval_interval=0, vocab_size=257, tokenizer=str(tok_dir), lr=2e-2
     )
     train(cfg, progress=False)
     args = ["generate", "--checkpoint", cfg.out_dir, "--prompt", "the cat", "--max-new-tokens", "24"]

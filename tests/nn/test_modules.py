@@ -376,13 +376,18 @@ def test_bf16_cross_entropy_grad_dtype():
 
 
 def test_presets_and_flops_formula():
-    from lmfs.nn import preset, train_flops_per_token
+    from lmfs.nn import preset
+    from lmfs.scaling.accounting import kaplan_flops_per_token
 
     cfg = preset("cs336-tinystories")
     assert (
         count_parameters(TransformerLM(cfg, device="meta"))["total"] == 22_696_448
     )  # 2·10000·512 + 4·(4·512² + 3·512·1344 + 2·512) + 512
     d, L, V, T, dff = 512, 4, 10000, 256, 1344
-    assert train_flops_per_token(cfg) == 6 * (L * (4 * d * d + 3 * d * dff) + d * V) + 12 * L * d * T
+    assert kaplan_flops_per_token(cfg) == 6 * (L * (4 * d * d + 3 * d * dff) + d * V) + 12 * L * d * T
     with pytest.raises(KeyError, match="known presets"):
         preset("gpt-5")
+    small = preset("small", context_length=512)  # a course size: the caller gives the context
+    assert (small.d_model, small.vocab_size, small.context_length) == (768, 10_000, 512)
+    with pytest.raises(ValueError, match="context_length"):
+        preset("small")

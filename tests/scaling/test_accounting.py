@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lmfs.nn import TransformerConfig, TransformerLM, cross_entropy
+from lmfs.nn import PRESETS, TransformerConfig, TransformerLM, count_parameters, cross_entropy, preset
 from lmfs.scaling.accounting import (
-    ModelShape,
     activation_bytes,
     forward_flops,
+    kaplan_flops_per_token,
+    matmul_params,
     memory_estimate,
     param_count,
     six_nd_comparison,
@@ -34,10 +35,10 @@ CONFIGS = [
 ]
 
 
-def _model(kw: dict) -> tuple[TransformerLM, ModelShape]:
+def _model(kw: dict) -> tuple[TransformerLM, TransformerConfig]:
     torch.manual_seed(0)
     cfg = TransformerConfig(**kw)
-    return TransformerLM(cfg), ModelShape.from_config(cfg)
+    return TransformerLM(cfg), cfg
 
 
 @pytest.mark.parametrize("kw", CONFIGS)
@@ -88,7 +89,7 @@ def test_activation_estimate_matches_saved_tensors(kw):
 
 
 def test_rule_of_thumb_and_six_nd():
-    shape = ModelShape(
+    shape = TransformerConfig(
         vocab_size=50_257,
         context_length=1024,
         d_model=1600,
@@ -107,13 +108,35 @@ def test_rule_of_thumb_and_six_nd():
 
 
 def test_memory_estimate_adamw():
-    shape = ModelShape(vocab_size=100, context_length=8, d_model=16, num_layers=1, num_heads=2, d_ff=32)
+    shape = TransformerConfig(
+        vocab_size=100, context_length=8, d_model=16, num_layers=1, num_heads=2, d_ff=32
+    )
     m = memory_estimate(shape, 2)
     n = param_count(shape).total
     assert (m.params, m.grads, m.optimizer) == (4 * n, 4 * n, 8 * n)
     assert m.total == m.params + m.grads + m.optimizer + m.activations
 
 
-def test_shape_validation():
+def test_shape_validation_is_transformer_configs():
     with pytest.raises(ValueError, match="divisible"):
-        ModelShape(vocab_size=10, context_length=8, d_model=30, num_layers=1, num_heads=4, d_ff=8)
+        TransformerConfig(vocab_size=10, context_length=8, d_model=30, num_layers=1, num_heads=4, d_ff=8)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_count_parameters_agrees_with_param_count(name):
+    """The torch model's own counts (count_parameters, num_parameters) are the accounting's."""
+    cfg = preset(name, context_length=64)
+    model = TransformerLM(cfg, device="meta")
+    p = param_count(cfg)
+    assert count_parameters(model) == {"total": p.total, "non_embedding": p.non_embedding}
+    assert model.num_parameters() == p.total and model.num_parameters(non_embedding=True) == p.non_embedding
+
+
+def test_kaplan_flops_per_token_is_the_mfu_convention():
+    """6·N + 12·L·d·T with N = the matmul weights (attention, FFN, d×V output projection; no norms)."""
+    cfg = preset("smollm2-135m")  # GQA and tied embeddings: the d×V projection still counts
+    d, L, T, V, H, kv, dh, dff = 576, 30, 8192, 49152, 9, 3, 64, 1536
+    n = L * (d * (H + 2 * kv) * dh + d * d + 3 * d * dff) + d * V
+    assert matmul_params(cfg) == n
+    assert kaplan_flops_per_token(cfg) == 6.0 * n + 12.0 * L * d * T
+    assert kaplan_flops_per_token(cfg, 100, n_params=10) == 60.0 + 12.0 * L * d * 100

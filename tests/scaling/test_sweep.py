@@ -55,7 +55,7 @@ def test_resumes_run_by_run(tmp_path):
         calls.append(cfg.out_dir)
         if len(calls) == 3:
             raise RuntimeError("power cut")
-        return FakeResult(final_val_loss=5.0 + cfg.d_model / 1000, final_train_loss=5.1)
+        return FakeResult(final_val_loss=5.0 + cfg.model.d_model / 1000, final_train_loss=5.1)
 
     with pytest.raises(RuntimeError, match="power cut"):
         run_sweep(spec, train_fn=flaky, progress=False, log=lambda s: None)
@@ -88,5 +88,5 @@ def test_train_config_matches_plan(tmp_path):
     run = plan(spec)[0][0]
     cfg = _train_config(spec, run)
     cfg.validate()
-    assert cfg.max_steps == run["steps"] and cfg.d_model == run["shape"].d_model
+    assert cfg.max_steps == run["steps"] and cfg.model.d_model == run["shape"].d_model
     assert cfg.tokens_per_step * cfg.max_steps == run["tokens"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lmfs.train.config import TrainConfig
+from lmfs.train.config import TrainConfig, config_from_dict
 
 VOCAB = 32
 
@@ -23,6 +23,7 @@ def write_tokens(path: Path, n: int = 6000, seed: int = 0) -> Path:
 
 
 def tiny_config(tmp_path: Path, **overrides: Any) -> TrainConfig:
+    """A validated run config; ``overrides`` may name the run's and the model's fields alike (flat)."""
     train = tmp_path / "train.npy"
     valid = tmp_path / "valid.npy"
     if not train.exists():
@@ -53,4 +54,4 @@ def tiny_config(tmp_path: Path, **overrides: Any) -> TrainConfig:
         out_dir=str(tmp_path / "run"),
     )
     values.update(overrides)
-    return TrainConfig(**values).validate()
+    return config_from_dict(values).validate()

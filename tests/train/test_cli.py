@@ -34,7 +34,27 @@ def test_train_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
 def test_print_config_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = _config_file(tmp_path)
     assert main(["train", "--config", str(path), "--print-config", "--set", "d_model=64"]) == 0
-    assert json.loads(capsys.readouterr().out)["d_model"] == 64
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"]["d_model"] == 64 and "d_model" not in printed  # nested
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(path),
+                "--print-config",
+                "--set",
+                "model.eps=1e-6",
+                "--set",
+                "optim.eps=1e-7",
+            ]
+        )
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["model"]["eps"], printed["eps"]) == (1e-6, 1e-7)
+    assert main(["train", "--config", str(path), "--print-config", "--set", "eps=1e-6"]) == 2
+    assert "'eps' in --set is ambiguous" in capsys.readouterr().err
     assert main(["train", "--config", str(path), "--set", "lr=-3"]) == 2
     assert "lr must be > 0" in capsys.readouterr().err
     assert main(["train", "--config", str(path), "--train-data", str(tmp_path / "missing.npy")]) == 2

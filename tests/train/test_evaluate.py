@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import pytest
 import torch
 
 from lmfs.cli import main
-from lmfs.generate.load import load_model
-from lmfs.train import train
+from lmfs.train import apply_overrides, load_model, train
 from lmfs.train.evaluate import evaluate_tokens
 from tests.train.helpers import tiny_config
 
@@ -38,8 +36,8 @@ def test_evaluate_cli_exports_the_bundle(tmp_path: Path, capsys: pytest.CaptureF
     formats = pytest.importorskip("lmfs.tokenizer.formats")
     tok_dir = tmp_path / "tok"
     formats.save_tokenizer(tok_dir, {i: bytes([i]) for i in range(256)}, [], special_tokens=["<|endoftext|>"])
-    cfg = dataclasses.replace(
-        tiny_config(tmp_path, max_steps=3, warmup_iters=1), tokenizer=str(tok_dir), vocab_size=257
+    cfg = apply_overrides(
+        tiny_config(tmp_path, max_steps=3, warmup_iters=1), [f"tokenizer={tok_dir}", "model.vocab_size=257"]
     )
     train(cfg, progress=False)
     dest = tmp_path / "export"
@@ -63,6 +61,6 @@ def test_evaluate_cli_exports_the_bundle(tmp_path: Path, capsys: pytest.CaptureF
     summary = json.loads((dest / "summary.json").read_text())
     assert summary["val_loss"] == printed["val_loss"] > 0 and summary["steps"] == 3
     assert summary["val_tokens"] == (1500 - 1) // 16 * 16
-    assert summary["config"]["d_model"] == 32
+    assert summary["config"]["model"]["d_model"] == 32 and summary["config"]["model"]["vocab_size"] == 257
     assert (dest / "samples.txt").read_text().startswith("=== prompt: 'ab'")
     assert len((dest / "metrics.jsonl").read_text().splitlines()) >= 3

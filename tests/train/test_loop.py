@@ -42,7 +42,7 @@ def test_tiny_run_learns_and_writes_its_files(tmp_path: Path) -> None:
     assert [it for it, _ in list_checkpoints(out / "checkpoints")] == [28, 30]  # keep_checkpoints=2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 30 and summary["n_params"] == result.n_params > 0
-    assert json.loads((out / "config.json").read_text())["d_model"] == 32
+    assert json.loads((out / "config.json").read_text())["model"]["d_model"] == 32
 
 
 @pytest.mark.parametrize("accum", [1, 2])
@@ -116,7 +116,10 @@ def test_resume_with_a_different_model_is_refused(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, max_steps=4)
     train(cfg, progress=False)
     with pytest.raises(ConfigError, match=r"d_model: checkpoint 32 vs config 64"):
-        train(dataclasses.replace(cfg, d_model=64, max_steps=8), progress=False)
+        train(
+            dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d_model=64), max_steps=8),
+            progress=False,
+        )
 
 
 def test_token_file_shorter_than_context(tmp_path: Path) -> None:
