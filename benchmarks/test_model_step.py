@@ -13,6 +13,7 @@ import torch
 from lmfs.kernels.attention_backends import get_backend
 from lmfs.profile.sizes import parse_size
 from lmfs.profile.workload import build_workload
+from lmfs.scaling.accounting import kaplan_flops_per_token, param_count
 
 # extra_info ``impl`` of lmfs's FlashAttention variants, as first stored (other backends: their registry label)
 FLASH_IMPL = {"pytorch": "lmfs-flash-pytorch", "triton": "lmfs-flash-triton"}
@@ -27,10 +28,10 @@ def _workload(size: str, context: int, device: str, dtype: str, attention: str):
 
 
 def _train_flops(work, context: int) -> float:
+    """6N + 12·L·d·T per token, N without the input embedding (a lookup, no FLOPs)."""
     cfg = work.model.config
-    n_params = sum(p.numel() for p in work.model.parameters()) - cfg.vocab_size * cfg.d_model  # no embedding lookup
-    tokens = work.inputs.numel()
-    return 6.0 * n_params * tokens + 12.0 * cfg.num_layers * cfg.d_model * context * tokens
+    counts = param_count(cfg)
+    return work.inputs.numel() * kaplan_flops_per_token(cfg, context, n_params=counts.total - counts.embedding)
 
 
 @pytest.mark.parametrize("attention", ["default", "pytorch", "sdpa"])

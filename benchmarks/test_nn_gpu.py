@@ -19,16 +19,15 @@ import statistics
 import pytest
 import torch
 
+from lmfs.nn.presets import preset
+from lmfs.scaling.accounting import kaplan_flops_per_token, param_count
+
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
-SHAPE = dict(vocab=32000, ctx=1024, d_model=768, layers=12, heads=12, d_ff=2048)
+CONFIG = preset("llama-124m")
 BATCH = int(os.environ.get("LMFS_NN_GPU_BATCH", "16"))
 PEAK_BF16 = 989e12
 ROUNDS = int(os.environ.get("LMFS_NN_GPU_ROUNDS", "20"))
-
-
-def flops_per_token(n_params_no_input_emb: int, layers: int, d_model: int, ctx: int) -> float:
-    return 6.0 * n_params_no_input_emb + 12.0 * layers * d_model * ctx
 
 
 # extra_info ``attention`` as first stored: lmfs.nn's own attention and the Triton kernels (others: their label)
@@ -39,11 +38,9 @@ def build_lmfs(device: str, attention: str = "auto"):
     """The lmfs model with ``attention``: a backend name (:mod:`lmfs.kernels.attention_backends`), or ``"auto"``: the
     Triton kernels when they can be set up, else lmfs.nn's own attention."""
     from lmfs.kernels.attention_backends import get_backend, make_attention
-    from lmfs.nn import TransformerConfig, TransformerLM
+    from lmfs.nn import TransformerLM
 
-    s = SHAPE
-    cfg = TransformerConfig(s["vocab"], s["ctx"], s["d_model"], s["layers"], s["heads"], s["d_ff"])
-    model = TransformerLM(cfg, device=device)
+    model = TransformerLM(CONFIG, device=device)
     name = "default"
     for candidate in ("triton", "default") if attention == "auto" else (attention,):
         try:
@@ -58,18 +55,18 @@ def build_lmfs(device: str, attention: str = "auto"):
 
 def build_hf(device: str, lmfs_model=None):
     transformers = pytest.importorskip("transformers")
-    s = SHAPE
+    c = CONFIG
     cfg = transformers.LlamaConfig(
-        vocab_size=s["vocab"],
-        hidden_size=s["d_model"],
-        intermediate_size=s["d_ff"],
-        num_hidden_layers=s["layers"],
-        num_attention_heads=s["heads"],
-        num_key_value_heads=s["heads"],
-        max_position_embeddings=s["ctx"],
-        rope_theta=10000.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
+        vocab_size=c.vocab_size,
+        hidden_size=c.d_model,
+        intermediate_size=c.d_ff,
+        num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_heads,
+        num_key_value_heads=c.kv_heads,
+        max_position_embeddings=c.context_length,
+        rope_theta=c.rope_theta,
+        rms_norm_eps=c.eps,
+        tie_word_embeddings=c.tie_embeddings,
         attention_bias=False,
         mlp_bias=False,
     )
@@ -125,8 +122,8 @@ def gpu_models():
     lmfs_model, attention = build_lmfs("cuda", os.environ.get("LMFS_NN_GPU_ATTENTION", "auto"))
     hf = build_hf("cuda", lmfs_model)
     g = torch.Generator(device="cuda").manual_seed(0)
-    ids = torch.randint(0, SHAPE["vocab"], (BATCH, SHAPE["ctx"]), device="cuda", generator=g)
-    targets = torch.randint(0, SHAPE["vocab"], (BATCH, SHAPE["ctx"]), device="cuda", generator=g)
+    ids = torch.randint(0, CONFIG.vocab_size, (BATCH, CONFIG.context_length), device="cuda", generator=g)
+    targets = torch.randint(0, CONFIG.vocab_size, (BATCH, CONFIG.context_length), device="cuda", generator=g)
     if attention != ATTENTION_LABEL["default"]:  # the chosen kernel must run fwd+bwd here, else use lmfs's own
         try:
             with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -164,11 +161,10 @@ def test_train_step_124m_gpu(benchmark, gpu_models, impl):
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
 
-    n_params = sum(p.numel() for p in model.parameters())
-    n_params -= SHAPE["vocab"] * SHAPE["d_model"]  # input embedding: a lookup, no FLOPs
-    tokens = ids.numel()
-    flops = tokens * flops_per_token(n_params, SHAPE["layers"], SHAPE["d_model"], SHAPE["ctx"])
-    benchmark.group = f"nn-train-step-124m-gpu-b{BATCH}x{SHAPE['ctx']}-bf16-compiled"
+    counts = param_count(CONFIG)
+    tokens = ids.numel()  # 6N + 12·L·d·T per token, N without the input embedding (a lookup, no FLOPs)
+    flops = tokens * kaplan_flops_per_token(CONFIG, n_params=counts.total - counts.embedding)
+    benchmark.group = f"nn-train-step-124m-gpu-b{BATCH}x{CONFIG.context_length}-bf16-compiled"
     benchmark.pedantic(timed, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     median = statistics.median(times)
     benchmark.extra_info.update(

@@ -52,3 +52,20 @@ def test_help_starts_without_torch() -> None:
 def test_python_dash_m_lmfs_runs_the_command() -> None:
     res = subprocess.run([sys.executable, "-m", "lmfs", "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "tokenizer" in res.stdout and "grade" in res.stdout
+
+
+def test_attention_choices_come_from_the_backend_registry() -> None:
+    from lmfs.cli import build_parser
+    from lmfs.kernels.attention_backends import attention_names
+
+    def subparser(parser, name):
+        action = next(a for a in parser._actions if isinstance(getattr(a, "choices", None), dict))
+        return action.choices[name]
+
+    root = build_parser()
+    for path in (["profile"], ["bench", "model"]):
+        parser = root
+        for name in path:
+            parser = subparser(parser, name)
+        option = next(a for a in parser._actions if "--attention" in a.option_strings)
+        assert tuple(option.choices) == tuple(attention_names())

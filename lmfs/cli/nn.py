@@ -224,11 +224,11 @@ def _smollm2(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace, model, ckpt, completion: str, n: int, elapsed: float) -> None:
     import datetime
     import json
-    import os
-    import tempfile
     from pathlib import Path
 
     import torch
+
+    from lmfs.atomic import atomic_open
 
     record = {
         "model": ckpt.metadata.get("general.name", ""),
@@ -247,9 +247,6 @@ def _export(args: argparse.Namespace, model, ckpt, completion: str, n: int, elap
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     out = Path(args.export)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_open(out, "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=1)
-    os.replace(tmp, out)
     print(f"wrote {out}", file=sys.stderr)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lmfs.kernels.attention_backends import attention_names
+
 MODES = ("forward", "forward-backward", "step")
-ATTENTION = ("default", "naive", "pytorch", "triton")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -16,8 +17,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=int, default=128, help="context length (default 128)")
     p.add_argument("--batch", type=int, default=4, help="batch size (default 4, as in the course)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--attention", choices=ATTENTION, default="default",
-                   help="attention kernel: lmfs.nn's own (default), naive, FlashAttention pytorch or triton")
+    p.add_argument("--attention", choices=attention_names(), default="default",
+                   help="attention backend: lmfs.nn's own (default), naive, FlashAttention pytorch|triton, or a torch "
+                   "SDPA peer (sdpa, sdpa-math, sdpa-flash, sdpa-cudnn, sdpa-efficient)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 

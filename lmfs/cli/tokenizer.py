@@ -187,6 +187,8 @@ def _encode(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from lmfs.atomic import write_text_atomic
+
     tok = _load(args)
     if args.ids is not None:
         ids = args.ids
@@ -198,7 +200,7 @@ def _decode(args: argparse.Namespace) -> int:
         raise CLIError("pass a .npy file or --ids")
     text = tok.decode(ids)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        write_text_atomic(args.out, text)
     else:
         sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
     return 0

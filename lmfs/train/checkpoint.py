@@ -24,6 +24,8 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 import torch
 
+from lmfs.atomic import atomic_open
+
 FORMAT = "lmfs-checkpoint"
 VERSION = 1
 CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -85,34 +87,15 @@ def _sleep_hook(iteration: int) -> None:
         time.sleep(float(seconds or 60))
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike, before_replace: Any = None) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (temp file + fsync + os.replace + fsync of the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+    """``torch.save(obj)`` to ``path`` atomically (:func:`lmfs.atomic.atomic_open`: temp file + fsync +
+    os.replace + fsync of the folder). ``before_replace`` runs once the temp file is complete and fsync'ed."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+        if before_replace is not None:
             fh.flush()
             os.fsync(fh.fileno())
-        if before_replace is not None:
             before_replace()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(

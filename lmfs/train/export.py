@@ -12,11 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lmfs.atomic import write_text_atomic
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
+from lmfs.atomic import atomic_path, write_text_atomic
 
 
 def _portable(path: str) -> str:
@@ -117,9 +113,9 @@ def export_run(
                 f"=== prompt: {prompt!r} (temperature {temperature}, top_p {top_p}, seed {seed + i})\n"
                 f"{prompt}{text}\n"
             )
-        _atomic_text(out / "samples.txt", "\n".join(blocks))
+        write_text_atomic(out / "samples.txt", "\n".join(blocks))
     if (run / "metrics.jsonl").is_file():
-        shutil.copyfile(run / "metrics.jsonl", out / ".metrics.jsonl.tmp")
-        os.replace(out / ".metrics.jsonl.tmp", out / "metrics.jsonl")
-    _atomic_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        with atomic_path(out / "metrics.jsonl") as tmp:
+            shutil.copyfile(run / "metrics.jsonl", tmp)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -232,9 +232,9 @@ def test_gqa_equals_mha_with_repeated_kv_heads():
 def test_attention_fn_seam_receives_bhtd_and_is_used():
     calls = []
 
-    def spy(q, k, v, is_causal):
+    def spy(q, k, v, *, is_causal, mask=None, scale=None):
         calls.append((q.shape, k.shape, is_causal))
-        return causal_attention(q, k, v, is_causal) * 0.0
+        return causal_attention(q, k, v, is_causal, mask=mask, scale=scale) * 0.0
 
     model = TransformerLM(tiny(num_kv_heads=2))
     ids = torch.randint(0, 53, (3, 9))
