@@ -3,7 +3,7 @@
 * ``scaling-approach3-fit-epoch``: one Approach-3 fit (grid of 4,500 starts scored, L-BFGS-B from the best 64)
   — lmfs (analytic gradient) vs a ``scipy-fd`` peer (the same objective written with ``scipy.special.huber``
   and ``np.logaddexp``, the same starts and tolerances, finite-difference gradients).
-* ``scaling-approach3-bootstrap-epoch`` (slow): the fit plus 1,000 bootstrap resamples; the issue's target is
+* ``scaling-approach3-bootstrap-epoch`` (slow): the fit plus 1,000 bootstrap resamples; the target is
   under 30 s on the 2-core box (``extra_info["target_s"]``).
 """
 

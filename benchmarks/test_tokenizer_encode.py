@@ -8,7 +8,7 @@
 ``lmfs`` is the default backend (the C kernels when built: ``extra_info["backend"]``); ``lmfs-python`` forces
 the pure-Python reference code.
 
-Targets (issue 3): single-thread ≥ 0.5× tiktoken; whole-file parallel ≥ tiktoken's single-thread rate.
+Targets: single-thread ≥ 0.5× tiktoken; whole-file parallel ≥ tiktoken's single-thread rate.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 10 MB (a prefix of gutenberg_train.txt cut at a line end) runs in the default suite; the full 100 MB file is
 ``slow``. Both peers use every core (lmfs: up to one pre-tokenization process per core; HF: its Rayon pool).
 ``lmfs`` is the default backend (the C kernels when built); ``lmfs-python`` the pure-Python reference code.
-Target (issue 3): lmfs wall time ≤ 1.0× HF's, peak RSS < 2 GB.
+Target: lmfs wall time ≤ 1.0× HF's, peak RSS < 2 GB.
 """
 
 from __future__ import annotations

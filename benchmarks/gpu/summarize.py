@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lmfs.kernels.attention_backends import get_backend
 
-H100_TARGET_MS = 5.3  # issue 6: lmfs Triton <= 5.3 ms on an H100 (>= 1.3x SDPA flash); the real bar: cuDNN 4.49 ms
+H100_TARGET_MS = 5.3  # target: lmfs Triton <= 5.3 ms on an H100 (>= 1.3x SDPA flash); the real bar: cuDNN 4.49 ms
 
 
 def merge(out: Path, inputs: list[Path]) -> dict:

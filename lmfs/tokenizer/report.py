@@ -18,7 +18,7 @@ def section(reports_dir: Path) -> Section | None:
     targets = _targets(Path(reports_dir))
     if targets is not None:
         body += note(
-            "Issue 3's targets: lmfs and its peer timed in the same run on the same machine; each row from the newest "
+            "Speed targets: lmfs and its peer timed in the same run on the same machine; each row from the newest "
             "stored run that has that benchmark:"
         )
         body += table_html(targets)
