@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One call on a lent H100/H200 (<= 10 min): GPU specs/tests of the kernels, the FlashAttention leaderboard and sweep,
-# model-step benchmarks, a profile of the small model; everything lands in $OUT (at most 8 files come back).
+# Every GPU check in one run on an H100/H200 (<= 10 min): GPU specs/tests of the kernels, the FlashAttention
+# leaderboard and sweep, model-step benchmarks, a profile of the small model; results and logs land in $OUT.
 #
-#   run(command="bash benchmarks/gpu/run_device.sh", timeout_s=600)
+#   OUT=/tmp/lmfs-gpu bash benchmarks/gpu/run_device.sh
 #
 # Env knobs: BUDGET_S (default 540: the script stops starting phases after it), SWEEP=0 to skip the sweep.
 set -u

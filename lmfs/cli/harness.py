@@ -254,7 +254,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     def reports_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument("--reports-dir", help="reports folder (default: $LMFS_REPORTS_DIR or <repo>/reports)")
 
-    p = root.add_parser("grade", help="grade an adapter against the specs (safe for untrusted adapters)",
+    p = root.add_parser("grade", help="grade an adapter against the specs (each test in a child process that survives hangs, crashes and runaway memory)",
                         description="Run specs/ against an adapter in a sandboxed child pytest; write "
                         "reports/grade/<adapter-name>.json. Extra pytest args go after `--`.")
     p.add_argument("--adapter", default="lmfs.adapters", help="adapter .py file or module name (default lmfs.adapters)")
