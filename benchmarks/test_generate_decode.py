@@ -33,24 +33,12 @@ def prompt() -> list[int]:
 
 def _hf(model: TransformerLM):
     transformers = pytest.importorskip("transformers")
-    from lmfs.nn.llama_loader import to_hf_llama_state_dict
+    from lmfs.nn.llama_loader import hf_llama_config_kwargs, to_hf_llama_state_dict
 
-    c = model.config
-    cfg = transformers.LlamaConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.d_model,
-        intermediate_size=c.d_ff,
-        num_hidden_layers=c.num_layers,
-        num_attention_heads=c.num_heads,
-        num_key_value_heads=c.kv_heads,
-        max_position_embeddings=c.context_length,
-        rope_theta=c.rope_theta,
-        rms_norm_eps=c.eps,
-        tie_word_embeddings=False,
-    )
+    cfg = transformers.LlamaConfig(**hf_llama_config_kwargs(model.config))
     cfg._attn_implementation = "sdpa"
     hf = transformers.LlamaForCausalLM(cfg).eval()
-    hf.load_state_dict(to_hf_llama_state_dict(model.state_dict(), c), strict=True)
+    hf.load_state_dict(to_hf_llama_state_dict(model.state_dict(), model.config), strict=True)
     return hf
 
 

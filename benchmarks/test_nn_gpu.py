@@ -55,21 +55,9 @@ def build_lmfs(device: str, attention: str = "auto"):
 
 def build_hf(device: str, lmfs_model=None):
     transformers = pytest.importorskip("transformers")
-    c = CONFIG
-    cfg = transformers.LlamaConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.d_model,
-        intermediate_size=c.d_ff,
-        num_hidden_layers=c.num_layers,
-        num_attention_heads=c.num_heads,
-        num_key_value_heads=c.kv_heads,
-        max_position_embeddings=c.context_length,
-        rope_theta=c.rope_theta,
-        rms_norm_eps=c.eps,
-        tie_word_embeddings=c.tie_embeddings,
-        attention_bias=False,
-        mlp_bias=False,
-    )
+    from lmfs.nn.llama_loader import hf_llama_config_kwargs
+
+    cfg = transformers.LlamaConfig(**hf_llama_config_kwargs(CONFIG))
     cfg._attn_implementation = "sdpa"
     model = transformers.LlamaForCausalLM(cfg).to(device)
     if lmfs_model is not None:  # start from lmfs's weights (same function, same optimization problem)

@@ -235,16 +235,40 @@ def interleaved_to_hf_rows(w: Tensor, n_heads: int) -> Tensor:
     return w.reshape(n_heads, rows // n_heads // 2, 2, d_in).transpose(1, 2).reshape(rows, d_in)
 
 
-def to_hf_llama_state_dict(state_dict: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
-    """An lmfs TransformerLM state dict (pre-norm, RoPE, SwiGLU) as a Hugging Face ``LlamaForCausalLM`` one.
-
-    Splits the fused QKV and permutes Wq/Wk rows to HF's half-split rotary layout.
-    """
+def _require_llama_shaped(config: TransformerConfig) -> None:
     if (config.norm, config.position, config.ffn) != ("pre", "rope", "swiglu"):
         raise ValueError(
             f"only pre-norm/RoPE/SwiGLU models are Llama-shaped; this one is {config.norm}/"
             f"{config.position}/{config.ffn}"
         )
+
+
+def hf_llama_config_kwargs(config: TransformerConfig) -> dict[str, Any]:
+    """Keyword arguments of ``transformers.LlamaConfig`` for the model ``config`` describes (the peer that
+    :func:`to_hf_llama_state_dict` loads into; lmfs's layers have no biases)."""
+    _require_llama_shaped(config)
+    return dict(
+        vocab_size=config.vocab_size,
+        hidden_size=config.d_model,
+        intermediate_size=config.d_ff,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.kv_heads,
+        max_position_embeddings=config.context_length,
+        rope_theta=config.rope_theta,
+        rms_norm_eps=config.eps,
+        tie_word_embeddings=config.tie_embeddings,
+        attention_bias=False,
+        mlp_bias=False,
+    )
+
+
+def to_hf_llama_state_dict(state_dict: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
+    """An lmfs TransformerLM state dict (pre-norm, RoPE, SwiGLU) as a Hugging Face ``LlamaForCausalLM`` one.
+
+    Splits the fused QKV and permutes Wq/Wk rows to HF's half-split rotary layout.
+    """
+    _require_llama_shaped(config)
     h, kv, d = config.num_heads, config.kv_heads, config.d_head
     out = {
         "model.embed_tokens.weight": state_dict["token_embeddings.weight"],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmfs.nn import TransformerConfig, TransformerLM
-from lmfs.nn.llama_loader import to_hf_llama_state_dict
+from lmfs.nn.llama_loader import hf_llama_config_kwargs, to_hf_llama_state_dict
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
@@ -29,18 +29,7 @@ def test_logits_match_hf_llama(kv_heads):
         for name, p in model.named_parameters():
             if name.endswith(("ln1.weight", "ln2.weight", "ln_final.weight")):
                 p.uniform_(0.5, 1.5)
-    hf_cfg = transformers.LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=24,
-        rope_theta=500.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-    )
+    hf_cfg = transformers.LlamaConfig(**hf_llama_config_kwargs(cfg))
     hf_cfg._attn_implementation = "eager"
     hf = transformers.LlamaForCausalLM(hf_cfg).eval()
     hf.load_state_dict(to_hf_llama_state_dict(model.state_dict(), cfg), strict=True)
