@@ -69,3 +69,18 @@ def test_attention_choices_come_from_the_backend_registry() -> None:
             parser = subparser(parser, name)
         option = next(a for a in parser._actions if "--attention" in a.option_strings)
         assert tuple(option.choices) == tuple(attention_names())
+
+
+def test_harness_commands_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``pip install lmfs`` has no harness packages: the harness commands say so instead of a traceback."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert main(["report", "--reports-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "lmfs report: error: this command needs matplotlib: pip install 'lmfs[harness]'"
+    )
+    assert not (tmp_path / "index.html").exists()

@@ -11,6 +11,16 @@ from lmfs.cli import CLIError
 DEFAULT_BENCH_MARKERS = "not slow and not gpu"
 
 
+def _require(*modules: str) -> None:
+    """Stop with what to install when a package of the ``harness`` extra is missing (``pip install lmfs`` gives
+    the library alone)."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CLIError(f"this command needs {', '.join(missing)}: pip install 'lmfs[harness]'")
+
+
 def _reports_dir(args: argparse.Namespace) -> Path:
     from lmfs.paths import reports_dir
 
@@ -28,6 +38,7 @@ def _rest(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
+    _require("pytest", "pytest_timeout", "hypothesis", "psutil")
     from lmfs.harness.grade import GradeError, GradeOptions, format_table, grade, write_grade
     from lmfs.paths import project_root
 
@@ -79,6 +90,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_run(args: argparse.Namespace) -> int:
+    _require("pytest", "pytest_benchmark")
     import json
     import shlex
     import subprocess
@@ -238,6 +250,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    _require("jinja2", "matplotlib")
     from lmfs.harness.render import ReportError, build_report
 
     try:
