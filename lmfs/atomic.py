@@ -26,8 +26,6 @@ from typing import IO, Any
 
 __all__ = ["append_jsonl_atomic", "atomic_open", "atomic_path", "write_json_atomic", "write_text_atomic"]
 
-_MODES = {"w": "w", "wt": "w", "wb": "wb"}
-
 
 def _umask() -> int:
     """The process umask, read without changing it where the OS allows (``os.umask`` sets it to read it,
@@ -64,23 +62,6 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def _temp_file(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-", suffix=path.suffix)
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give the finished temp file the usual permissions (mkstemp makes 0600) and move it over ``path``."""
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _discard(tmp: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-
-
 @contextlib.contextmanager
 def atomic_open(
     path: str | os.PathLike,
@@ -92,40 +73,19 @@ def atomic_open(
 ) -> Iterator[IO[Any]]:
     """Write ``path`` through a temp file beside it; the target changes only when the block succeeds.
 
-    ``mode`` is ``"w"`` (text; ``encoding`` defaults to UTF-8) or ``"wb"``. The parent folders are created. On
-    success the file is flushed, fsync'ed, given the permissions a plain ``open`` would give it (``0o666`` less
-    the umask) and ``os.replace``'d over ``path``, and the folder is fsync'ed (best effort). On an exception the
-    temp file is removed and ``path`` is left as it was.
+    ``mode`` is ``"w"`` / ``"wt"`` (text; ``encoding`` defaults to UTF-8) or ``"wb"``. The parent folders are
+    created. On success the file is closed, fsync'ed, given the permissions a plain ``open`` would give it
+    (``0o666`` less the umask) and ``os.replace``'d over ``path``, and the folder is fsync'ed (best effort) — as
+    :func:`atomic_path` does. On an exception the temp file is removed and ``path`` is left as it was.
     """
-    if mode not in _MODES:
+    if mode not in ("w", "wt", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', not {mode!r}")
-    path = Path(path)
-    binary = _MODES[mode] == "wb"
-    if binary and (encoding, errors, newline) != (None, None, None):
+    if mode == "wb" and (encoding, errors, newline) != (None, None, None):
         raise ValueError("binary mode takes no encoding, errors or newline argument")
-    if not binary and encoding is None:
+    if mode != "wb" and encoding is None:
         encoding = "utf-8"
-    fd, tmp = _temp_file(path)
-    try:
-        fh = os.fdopen(fd, _MODES[mode], encoding=encoding, errors=errors, newline=newline)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        _discard(tmp)
-        raise
-    try:
-        with fh:
-            yield fh
-            synced = not fh.closed
-            if synced:
-                fh.flush()
-                os.fsync(fh.fileno())
-        if not synced:  # the block closed the file itself
-            _fsync_path(tmp)
-        _publish(tmp, path)
-    except BaseException:
-        _discard(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding, errors=errors, newline=newline) as fh:
+        yield fh
 
 
 @contextlib.contextmanager
@@ -138,14 +98,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     yielded path itself, not a file it derives from it.
     """
     path = Path(path)
-    fd, tmp = _temp_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-", suffix=path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)
         _fsync_path(tmp)
-        _publish(tmp, path)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
-        _discard(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 

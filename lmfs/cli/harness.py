@@ -32,8 +32,6 @@ def _rest(args: argparse.Namespace) -> list[str]:
     return rest[1:] if rest[:1] == ["--"] else rest
 
 
-
-
 # -------------------------------------------------------------------------------------------------- grade
 
 
