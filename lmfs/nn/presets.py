@@ -15,7 +15,8 @@ from lmfs.nn.config import TransformerConfig
 DEFAULT_VOCAB_SIZE = 10_000
 
 
-def _size(d_model: int, d_ff: int, num_layers: int, num_heads: int) -> dict[str, Any]:
+def course_size(d_model: int, d_ff: int, num_layers: int, num_heads: int) -> dict[str, Any]:
+    """The fields of a course-style size: these four, at the default vocabulary, no context length."""
     return dict(
         vocab_size=DEFAULT_VOCAB_SIZE, d_model=d_model, d_ff=d_ff, num_layers=num_layers, num_heads=num_heads
     )
@@ -23,13 +24,13 @@ def _size(d_model: int, d_ff: int, num_layers: int, num_heads: int) -> dict[str,
 
 #: the course's model sizes (no context length)
 COURSE_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": _size(64, 256, 2, 4),  # lmfs: for CPU smoke runs and tests
-    "mini": _size(256, 1024, 4, 4),  # lmfs: a CPU-practical step (~1 s)
-    "small": _size(768, 3072, 12, 12),
-    "medium": _size(1024, 4096, 24, 16),
-    "large": _size(1280, 5120, 36, 20),
-    "xl": _size(1600, 6400, 48, 25),
-    "2.7B": _size(2560, 10240, 32, 32),
+    "tiny": course_size(64, 256, 2, 4),  # lmfs: for CPU smoke runs and tests
+    "mini": course_size(256, 1024, 4, 4),  # lmfs: a CPU-practical step (~1 s)
+    "small": course_size(768, 3072, 12, 12),
+    "medium": course_size(1024, 4096, 24, 16),
+    "large": course_size(1280, 5120, 36, 20),
+    "xl": course_size(1600, 6400, 48, 25),
+    "2.7B": course_size(2560, 10240, 32, 32),
 }
 
 PRESETS: dict[str, dict[str, Any]] = {

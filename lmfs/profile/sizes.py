@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmfs.nn.presets import DEFAULT_VOCAB_SIZE, PRESETS
+from lmfs.nn.presets import PRESETS, course_size
 
-VOCAB_SIZE = DEFAULT_VOCAB_SIZE
 BATCH_SIZE = 4
 
 #: TransformerConfig fields of a size (a preset's), without ``context_length``
@@ -31,7 +30,7 @@ def parse_size(text: str) -> tuple[str, ModelSize]:
     parts = text.split(",")
     if len(parts) == 4 and all(p.strip().isdigit() for p in parts):
         d_model, d_ff, layers, heads = (int(p) for p in parts)
-        size = dict(vocab_size=VOCAB_SIZE, d_model=d_model, d_ff=d_ff, num_layers=layers, num_heads=heads)
+        size = course_size(d_model, d_ff, layers, heads)
         problems = config_problems(size)
         if problems:
             raise ValueError(f"model size {text!r}: {'; '.join(problems)}")
