@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from lmfs.nn.attention import repeat_kv
+
 
 def _triton_function() -> type[torch.autograd.Function]:
     from lmfs.kernels.flash_triton import FlashAttentionTriton
@@ -43,7 +45,7 @@ def match_kv_heads(q: Tensor, k: Tensor, v: Tensor, where: str) -> tuple[Tensor,
     if kv_heads > heads or heads % kv_heads:
         raise ValueError(f"{where}: {heads} query heads cannot share {kv_heads} key/value heads")
     group = heads // kv_heads
-    return k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+    return repeat_kv(k, group), repeat_kv(v, group)
 
 
 def naive_attention(

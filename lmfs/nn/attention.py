@@ -50,8 +50,8 @@ def accepts_grouped_kv(fn: AttentionFn) -> bool:
 
 
 def repeat_kv(x: Tensor, group: int) -> Tensor:
-    """(B, Hkv, T, D) -> (B, Hkv·group, T, D): each K/V head repeated for the ``group`` query heads it serves."""
-    return x if group == 1 else x.repeat_interleave(group, dim=1)
+    """(..., Hkv, T, D) -> (..., Hkv·group, T, D): each K/V head repeated for the ``group`` query heads it serves."""
+    return x if group == 1 else x.repeat_interleave(group, dim=-3)
 
 
 class MultiHeadSelfAttention(nn.Module):
