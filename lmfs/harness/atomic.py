@@ -1,5 +1,5 @@
-"""Concurrency-safe store updates: an advisory lock (kept outside the repository) for read-modify-write,
-and the crash-safe writers of :mod:`lmfs.atomic`."""
+"""Concurrency-safe store updates: an advisory lock (kept outside the repository) for read-modify-write. The
+crash-safe writes themselves are :mod:`lmfs.atomic`'s."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from lmfs.atomic import write_json_atomic, write_text_atomic
-
-__all__ = ["locked", "write_json_atomic", "write_text_atomic"]
+__all__ = ["locked"]
 
 
 @contextlib.contextmanager

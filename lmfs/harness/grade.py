@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmfs.atomic import write_json_atomic
 from lmfs.harness.adapter import adapter_name, looks_like_path
-from lmfs.harness.atomic import write_json_atomic
 
 FAILED_OUTCOMES = ("failed", "error", "missing", "not_implemented", "timeout", "memory", "crashed", "not_run")
 
