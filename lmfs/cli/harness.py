@@ -94,7 +94,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     import subprocess
     import tempfile
 
-    from lmfs.harness.machine import git_commit
+    from lmfs.harness.machine import format_load, git_commit, load_record, load_snapshot, run_load
     from lmfs.harness.pytest_plugin import PYTEST_ARGS
     from lmfs.harness.store import StoreError, commit_stem, save_run
     from lmfs.paths import project_root
@@ -109,13 +109,16 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *suites, "-m", args.m, "--benchmark-only",
                f"--benchmark-json={out}", "-p", "no:cacheprovider", "-q", *_rest(args)]
         print("running:", shlex.join(cmd), flush=True)
+        load_start = load_snapshot()
         rc = subprocess.run(cmd, cwd=root if (root / "pyproject.toml").exists() else None).returncode
+        load = load_record(load_start, load_snapshot())
         if not out.exists():
             raise CLIError(f"no benchmark results (pytest exit {rc}); nothing stored", code=rc or 5)
         if args.no_store:
             print(out.read_text())
             return rc
         doc = json.loads(out.read_text())
+        doc["load"] = load  # the box's load while the suites ran: the report marks runs taken under load
         ungrouped = [b.get("fullname", b.get("name")) for b in doc.get("benchmarks", []) if not b.get("group")]
         if ungrouped:  # no peer to compare with in the report (set benchmark.group before the timed call)
             print(f"lmfs: warning: {len(ungrouped)} benchmark(s) without a group, e.g. {ungrouped[0]}",
@@ -128,7 +131,8 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
             path = save_run(doc, _reports_dir(args), args.machine, commit)
         except StoreError as exc:
             raise CLIError(str(exc)) from None
-    print(f"stored {path}" + (f" (pytest exit {rc}: some benchmarks failed)" if rc else ""))
+    print(f"stored {path}; {format_load(run_load(doc))}"
+          + (f" (pytest exit {rc}: some benchmarks failed)" if rc else ""))
     return rc
 
 

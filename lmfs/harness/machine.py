@@ -93,10 +93,19 @@ def thread_info() -> dict[str, Any]:
     return {"torch_threads": threads, "thread_env": env, "threads_pinned": pinned}
 
 
+#: what is *not* source for the ``-dirty`` flag: generated/committed data and prose (git pathspecs)
+NON_SOURCE_PATHSPECS = (
+    ":(exclude)reports", ":(exclude)runs", ":(exclude)docs", ":(exclude,glob)**/*.md", ":(exclude).ci",
+    ":(exclude)noxfile.py", ":(exclude).gitignore",
+)
+
+
 def git_commit(root: Path | None = None) -> tuple[str | None, bool]:
     """``(short hash, dirty)`` of the checkout at ``root``; ``(None, False)`` outside git.
 
-    Dirty means tracked files differ from HEAD (untracked files are ignored)."""
+    Dirty means tracked *source* differs from HEAD: untracked files, the ``reports/`` data (bench store, unit
+    tables, written by lmfs's own commands), ``runs/``, Markdown prose and the CI/nox scripts are not source (see
+    :data:`NON_SOURCE_PATHSPECS`), so a run is stored ``-dirty`` only when the code that ran is not HEAD's."""
     env_commit = os.environ.get("LMFS_COMMIT")
     if env_commit:
         return env_commit.removesuffix("-dirty")[:12], env_commit.endswith("-dirty")
@@ -107,13 +116,67 @@ def git_commit(root: Path | None = None) -> tuple[str | None, bool]:
         )
         if head.returncode != 0:
             return None, False
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, timeout=20
+        )
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=60,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NON_SOURCE_PATHSPECS],
+            cwd=top.stdout.strip() or cwd, capture_output=True, text=True, timeout=60,
         )
         return head.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.TimeoutExpired):
         return None, False
+
+
+#: a run is "under load" when the 1-minute load average exceeds this many runnable tasks per usable core
+LOADED_PER_CPU = 1.0
+
+
+def load_snapshot() -> list[float] | None:
+    """``[1-min, 5-min, 15-min]`` load averages now, or None where the OS has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def load_record(start: list[float] | None, end: list[float] | None) -> dict[str, Any]:
+    """The optional top-level ``load`` key of a stored run: load averages at its start and end, usable cores."""
+    return {"start": start, "end": end, "cpus": cpu_count()}
+
+
+def run_load(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """A stored run's load, tolerating its absence (older runs) or a malformed value: ``{"start", "end",
+    "cpus", "peak" (highest 1-min figure), "loaded" (peak > cpus × LOADED_PER_CPU)}`` or None."""
+    rec = doc.get("load") if isinstance(doc, dict) else None
+    if not isinstance(rec, dict):
+        return None
+
+    def triple(x: Any) -> list[float] | None:
+        if isinstance(x, list | tuple) and x and all(isinstance(v, int | float) for v in x):
+            return [float(v) for v in x]
+        return None
+
+    start, end = triple(rec.get("start")), triple(rec.get("end"))
+    cpus = rec.get("cpus")
+    if not isinstance(cpus, int) or cpus < 1:
+        cpus = (doc.get("machine_info") or {}).get("cpu_count")
+    if (start is None and end is None) or not isinstance(cpus, int) or cpus < 1:
+        return None
+    peak = max(x[0] for x in (start, end) if x is not None)
+    return {"start": start, "end": end, "cpus": cpus, "peak": peak, "loaded": peak > cpus * LOADED_PER_CPU}
+
+
+def format_load(load: dict[str, Any] | None) -> str:
+    """``load 2.41 → 3.10 (1-min; 2 cpus) UNDER LOAD`` or ``load not recorded``."""
+    if not load:
+        return "load not recorded"
+
+    def one(x: list[float] | None) -> str:
+        return "?" if x is None else f"{x[0]:.2f}"
+
+    text = f"load {one(load['start'])} → {one(load['end'])} (1-min average; {load['cpus']} cpus)"
+    return text + (" UNDER LOAD" if load["loaded"] else "")
 
 
 def machine_info() -> dict[str, Any]:
