@@ -55,13 +55,37 @@ def _impl(bench: dict[str, Any]) -> str:
     return str((bench.get("extra_info") or {}).get("impl") or "lmfs")
 
 
+def bench_threads(bench: dict[str, Any], machine_info: dict[str, Any] | None) -> int | None:
+    """CPU threads one benchmark ran on: its ``extra_info`` (``threads``; ``threads_per_rank`` × ranks or
+    world size; ``cores``), else the run's ``machine_info.torch_threads``; None when nothing says."""
+    extra = bench.get("extra_info") or {}
+
+    def num(x: Any) -> int | None:
+        return int(x) if isinstance(x, int | float) and not isinstance(x, bool) and x > 0 else None
+
+    if num(extra.get("threads")):
+        return num(extra["threads"])
+    per_rank = num(extra.get("threads_per_rank"))
+    if per_rank:
+        return per_rank * (num(extra.get("ranks")) or num(extra.get("world_size")) or 1)
+    if num(extra.get("cores")):
+        return num(extra["cores"])
+    return num((machine_info or {}).get("torch_threads"))
+
+
 def runs_frame(runs: list[Run], log: list[str] | None = None) -> pd.DataFrame:
     """One row per (run, benchmark): machine_id, commit, order, datetime, benchmark (fullname), name, group,
-    impl, median/mean/iqr/stddev/min (s), rounds, data (raw rounds or None), and bytes/tokens/flops per round."""
+    impl, median/mean/iqr/stddev/min (s), rounds, data (raw rounds or None), bytes/tokens/flops per round,
+    threads (:func:`bench_threads`, NaN when unknown), and the run's load (``load_peak``: highest 1-min load
+    average recorded, NaN when the run recorded none; ``loaded``: peak above cores × LOADED_PER_CPU)."""
+    from lmfs.harness.machine import run_load
+
     log = git_log() if log is None else log
     order = commit_positions(runs, log)
     rows = []
     for r in runs:
+        load = run_load(r.doc)
+        minfo = r.doc.get("machine_info") if isinstance(r.doc.get("machine_info"), dict) else {}
         for b in r.doc.get("benchmarks", []):
             s = b.get("stats", {})
             extra = b.get("extra_info") or {}
@@ -81,13 +105,16 @@ def runs_frame(runs: list[Run], log: list[str] | None = None) -> pd.DataFrame:
                 "min": float(s.get("min", s["median"])),
                 "rounds": int(s.get("rounds", 0) or 0),
                 "data": s.get("data"),
+                "threads": bench_threads(b, minfo),
+                "load_peak": load["peak"] if load else None,
+                "loaded": bool(load and load["loaded"]),
             }
             for key in THROUGHPUT_KEYS:
                 val = extra.get(key)
                 row[key] = float(val) if isinstance(val, int | float) else None
             rows.append(row)
     cols = ["machine_id", "commit", "order", "datetime", "benchmark", "name", "group", "impl", "median",
-            "mean", "iqr", "stddev", "min", "rounds", "data", *THROUGHPUT_KEYS]
+            "mean", "iqr", "stddev", "min", "rounds", "data", *THROUGHPUT_KEYS, "threads", "load_peak", "loaded"]
     df = pd.DataFrame(rows, columns=cols)
     return df.sort_values(["machine_id", "order", "benchmark"], kind="stable").reset_index(drop=True)
 
