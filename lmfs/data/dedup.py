@@ -8,6 +8,14 @@
   similarity of the n-gram sets, cluster the verified pairs (union-find, so clusters are transitive) and keep one
   document per cluster: the **first in input order**. Kept files are copied byte for byte.
 
+The MinHash work is vectorized in numpy over whole batches of documents (:class:`MinHasher`): the normalized
+texts of a batch are one byte array; word hashes come from a polynomial prefix hash over it (no Python loop over
+words), n-gram hashes from a polynomial over consecutive word hashes, and each of the ``num_hashes`` hash
+functions is ``mix64(ngram_hash ^ seed_i)`` reduced per document with ``np.minimum.reduceat``. The exact
+Jaccard check runs on the sorted unique n-gram hashes (64-bit; a collision would need ~2^32 n-grams). The
+pipeline's global near-dedup step (:mod:`lmfs.data.steps`) uses the same pieces: signatures per shard, then
+:func:`lsh_clusters` over all of them.
+
 Both are deterministic across runs and processes (no salted ``hash()``; the MinHash seeds are fixed).
 """
 
@@ -26,10 +34,13 @@ import numpy as np
 from lmfs.atomic import atomic_open, atomic_path
 
 __all__ = [
+    "MinHasher",
     "exact_line_deduplication",
     "jaccard",
+    "line_hashes",
+    "lsh_clusters",
     "minhash_deduplication",
-    "minhash_signature",
+    "minhash_texts",
     "ngram_set",
     "normalize_text",
 ]
@@ -105,15 +116,25 @@ def exact_line_deduplication(
 
 
 _WS = re.compile(r"\s+")
+class _DeleteTable(dict):
+    """``str.translate`` table deleting combining marks and punctuation (Unicode category P*), filled lazily:
+    each code point is classified once per process, on first sight."""
+
+    def __missing__(self, cp: int) -> int | None:
+        ch = chr(cp)
+        keep = not (unicodedata.combining(ch) or unicodedata.category(ch).startswith("P"))
+        value = cp if keep else None
+        self[cp] = value
+        return value
+
+
+_DELETE = _DeleteTable()
 
 
 def normalize_text(text: str) -> str:
     """NFD, strip combining marks (accents), lowercase, delete punctuation (Unicode category P*), collapse runs
     of whitespace to one space and trim. ``"Café, RÉSUMÉ!"`` -> ``"cafe resume"``."""
-    text = unicodedata.normalize("NFD", text)
-    text = "".join(
-        c for c in text if not unicodedata.combining(c) and not unicodedata.category(c).startswith("P")
-    )
+    text = unicodedata.normalize("NFD", text).translate(_DELETE)
     return _WS.sub(" ", text.lower()).strip()
 
 
@@ -152,26 +173,178 @@ def _seeds(num_hashes: int) -> np.ndarray:
         return _mix64(idx + np.uint64(0x6C6D66732D646564))
 
 
-def minhash_signature(ngrams: set[str], num_hashes: int, chunk: int = 4096) -> np.ndarray:
-    """MinHash signature (uint64, shape ``(num_hashes,)``): hash function ``i`` is
-    ``mix64(blake2b64(ngram) ^ seed_i)``. An empty set gets the all-ones signature."""
-    sig = np.full(num_hashes, np.uint64(_MASK64), dtype=np.uint64)
-    if not ngrams:
-        return sig
-    base = np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=8).digest(), "little")
-            for g in ngrams
-        ),
-        dtype=np.uint64,
-        count=len(ngrams),
-    )
-    seeds = _seeds(num_hashes)[:, None]
+_P = 1_000_003  # odd: invertible modulo 2**64
+_P_INV = pow(_P, -1, 1 << 64)
+_Q = 0x100000001B3  # combines the word hashes of an n-gram
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    out = np.empty(n, dtype=np.uint64)
+    if n:
+        out[0] = 1
+        out[1:] = base
+        with np.errstate(over="ignore"):
+            np.cumprod(out, out=out)
+    return out
+
+
+class MinHasher:
+    """MinHash signatures and n-gram hash sets for batches of documents (see the module docstring).
+
+    ``signatures(texts) -> (sigs, grams, offsets)``: ``sigs`` is ``(len(texts), num_hashes)`` uint64 (an empty
+    document gets all ones), ``grams`` the concatenated sorted unique n-gram hashes of the documents and
+    ``offsets`` (length ``len(texts) + 1``) where each document's slice starts.
+    """
+
+    def __init__(self, num_hashes: int, ngrams: int, chunk: int = 1 << 15) -> None:
+        if num_hashes <= 0:
+            raise ValueError(f"num_hashes must be positive, got {num_hashes}")
+        if ngrams <= 0:
+            raise ValueError(f"ngrams must be positive, got {ngrams}")
+        self.num_hashes, self.ngrams, self.chunk = num_hashes, ngrams, chunk
+        self.seeds = _seeds(num_hashes)
+
+    def _doc_grams(self, normalized: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Unique sorted n-gram hashes per document, concatenated, with offsets."""
+        n = self.ngrams
+        joined = " ".join(normalized).encode("utf-8")  # documents separated by one space, like words
+        b = np.frombuffer(joined, dtype=np.uint8)
+        # word boundaries: positions of the separating spaces
+        spaces = np.flatnonzero(b == 32)
+        starts = np.concatenate(([0], spaces + 1)).astype(np.int64)
+        ends = np.concatenate((spaces, [b.size])).astype(np.int64)
+        with np.errstate(over="ignore"):
+            pw = _powers(_P, b.size + 1)
+            prefix = np.zeros(b.size + 1, dtype=np.uint64)
+            np.cumsum((b.astype(np.uint64) + np.uint64(1)) * pw[:-1], out=prefix[1:])
+            inv = _powers(_P_INV, b.size + 1)
+            words = _mix64((prefix[ends] - prefix[starts]) * inv[starts] + (ends - starts).astype(np.uint64))
+        # words per document (an empty document contributes one empty "word" between separators: drop it)
+        counts = np.array([t.count(" ") + 1 if t else 0 for t in normalized], dtype=np.int64)
+        word_pos = np.zeros(len(normalized) + 1, dtype=np.int64)
+        # each document owns counts[i] words, empty ones own the (empty) slot between their separators
+        slots = np.maximum(counts, 1)
+        slot_start = np.concatenate(([0], np.cumsum(slots)))
+        grams_list = []
+        offsets = np.zeros(len(normalized) + 1, dtype=np.int64)
+        q_pows = _powers(_Q, n)
+        # vectorized n-grams over the whole batch, then masked to those inside one document
+        total = words.size
+        if total >= n:
+            with np.errstate(over="ignore"):
+                acc = np.zeros(total - n + 1, dtype=np.uint64)
+                for j in range(n):
+                    acc += words[j : total - n + 1 + j] * q_pows[j]
+                full = _mix64(acc)
+        else:
+            full = np.zeros(0, dtype=np.uint64)
+        del word_pos
+        for i, c in enumerate(counts):
+            s0 = slot_start[i]
+            if c == 0:
+                g = np.zeros(0, dtype=np.uint64)
+            elif c < n:  # the whole (short) document is its one n-gram
+                with np.errstate(over="ignore"):
+                    acc1 = np.zeros(1, dtype=np.uint64)
+                    for j in range(c):
+                        acc1 += words[s0 + j : s0 + j + 1] * q_pows[j] * np.uint64(0x9E3779B97F4A7C15)
+                    g = _mix64(acc1 + np.uint64(c))
+            else:
+                g = np.unique(full[s0 : s0 + c - n + 1])
+            grams_list.append(g)
+            offsets[i + 1] = offsets[i] + g.size
+        grams = np.concatenate(grams_list) if grams_list else np.zeros(0, dtype=np.uint64)
+        return grams, offsets
+
+    def signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        normalized = [normalize_text(t) for t in texts]
+        grams, offsets = self._doc_grams(normalized)
+        sigs = np.full((len(texts), self.num_hashes), np.uint64(_MASK64), dtype=np.uint64)
+        nonempty = np.flatnonzero(offsets[1:] > offsets[:-1])
+        if nonempty.size:
+            # process documents in groups whose n-grams fit one chunk (a huge document is its own group)
+            i = 0
+            while i < nonempty.size:
+                j = i + 1
+                while j < nonempty.size and offsets[nonempty[j] + 1] - offsets[nonempty[i]] <= self.chunk:
+                    j += 1
+                docs = nonempty[i:j]
+                lo, hi = offsets[docs[0]], offsets[docs[-1] + 1]
+                seg = grams[lo:hi]
+                rel = offsets[docs] - lo
+                with np.errstate(over="ignore"):
+                    h = _mix64(seg[None, :] ^ self.seeds[:, None])
+                sigs[docs] = np.minimum.reduceat(h, rel, axis=1).T
+                i = j
+        return sigs, grams, offsets
+
+
+def _band_keys(sigs: np.ndarray, num_bands: int) -> np.ndarray:
+    """One uint64 key per (document, band): the band's rows mixed together."""
+    n, h = sigs.shape
+    rows = h // num_bands
+    view = sigs.reshape(n, num_bands, rows)
     with np.errstate(over="ignore"):
-        for start in range(0, base.size, chunk):
-            h = _mix64(base[None, start : start + chunk] ^ seeds)
-            np.minimum(sig, h.min(axis=1), out=sig)
-    return sig
+        key = np.zeros((n, num_bands), dtype=np.uint64)
+        for r in range(rows):
+            key = _mix64(key ^ view[:, :, r]) + np.uint64(r + 1)
+    return key
+
+
+def _exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size == 0 and b.size == 0:
+        return 1.0
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    return inter / (a.size + b.size - inter)
+
+
+def lsh_clusters(
+    sigs: np.ndarray,
+    grams: np.ndarray,
+    offsets: np.ndarray,
+    num_bands: int,
+    jaccard_threshold: float,
+) -> np.ndarray:
+    """Cluster roots (``root[i] == i`` for kept documents; else the index of the first document of its cluster)
+    from LSH candidates verified by the exact Jaccard of the n-gram hash sets. ``grams`` may be a memory map."""
+    n = sigs.shape[0]
+    uf = _UnionFind(n)
+    if n < 2:
+        return np.arange(n)
+    keys = _band_keys(sigs, num_bands)
+    cache: dict[int, np.ndarray] = {}
+
+    def gram_set(i: int) -> np.ndarray:
+        g = cache.get(i)
+        if g is None:
+            g = cache[i] = np.asarray(grams[offsets[i] : offsets[i + 1]])
+        return g
+
+    for band in range(num_bands):
+        col = keys[:, band]
+        order = np.argsort(col, kind="stable")
+        sorted_keys = col[order]
+        boundaries = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+        groups = np.split(order, boundaries)
+        for members in groups:
+            if members.size < 2:
+                continue
+            members = np.sort(members)
+            for a in range(members.size):
+                for b in range(a + 1, members.size):
+                    i, j = int(members[a]), int(members[b])
+                    if uf.find(i) != uf.find(j) and _exact_jaccard(gram_set(i), gram_set(j)) >= jaccard_threshold:
+                        uf.union(i, j)
+    return np.array([uf.find(i) for i in range(n)], dtype=np.int64)
+
+
+def line_hashes(lines: list[str]) -> np.ndarray:
+    """64-bit BLAKE2b digest of each line (UTF-8), as uint64: the keys of the pipeline's exact-line dedup."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(x.encode("utf-8"), digest_size=8).digest(), "little") for x in lines),
+        dtype=np.uint64,
+        count=len(lines),
+    )
 
 
 class _UnionFind:
@@ -192,6 +365,26 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
+def _check_params(num_hashes: int, num_bands: int, ngrams: int, jaccard_threshold: float) -> None:
+    if num_hashes <= 0 or num_bands <= 0:
+        raise ValueError(f"num_hashes and num_bands must be positive, got {num_hashes} and {num_bands}")
+    if num_hashes % num_bands:
+        raise ValueError(f"num_hashes ({num_hashes}) must be divisible by num_bands ({num_bands})")
+    if ngrams <= 0:
+        raise ValueError(f"ngrams must be positive, got {ngrams}")
+    if not 0.0 <= jaccard_threshold <= 1.0:
+        raise ValueError(f"jaccard_threshold must be in [0, 1], got {jaccard_threshold}")
+
+
+def minhash_texts(
+    texts: list[str], num_hashes: int, num_bands: int, ngrams: int, jaccard_threshold: float
+) -> np.ndarray:
+    """Cluster roots for a list of texts (``root[i] == i``: keep document ``i``)."""
+    _check_params(num_hashes, num_bands, ngrams, jaccard_threshold)
+    sigs, grams, offsets = MinHasher(num_hashes, ngrams).signatures(texts)
+    return lsh_clusters(sigs, grams, offsets, num_bands, jaccard_threshold)
+
+
 def minhash_deduplication(
     input_files: list[str | os.PathLike],
     num_hashes: int,
@@ -209,38 +402,16 @@ def minhash_deduplication(
     ``input_files`` is kept and copied unchanged to ``output_directory/<basename>``. Documents are read as UTF-8
     (undecodable bytes replaced) for comparison only. Returns the written paths in input order.
     """
-    if num_hashes <= 0 or num_bands <= 0:
-        raise ValueError(f"num_hashes and num_bands must be positive, got {num_hashes} and {num_bands}")
-    if num_hashes % num_bands:
-        raise ValueError(f"num_hashes ({num_hashes}) must be divisible by num_bands ({num_bands})")
-    if ngrams <= 0:
-        raise ValueError(f"ngrams must be positive, got {ngrams}")
-    if not 0.0 <= jaccard_threshold <= 1.0:
-        raise ValueError(f"jaccard_threshold must be in [0, 1], got {jaccard_threshold}")
+    _check_params(num_hashes, num_bands, ngrams, jaccard_threshold)
     paths = _check_inputs(input_files)
-
-    sets = [ngram_set(p.read_bytes().decode("utf-8", errors="replace"), ngrams) for p in paths]
-    rows = num_hashes // num_bands
-    buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
-    for i, s in enumerate(sets):
-        sig = minhash_signature(s, num_hashes)
-        for band in range(num_bands):
-            buckets[band, sig[band * rows : (band + 1) * rows].tobytes()].append(i)
-
-    uf = _UnionFind(len(paths))
-    for members in buckets.values():
-        for a in range(len(members)):
-            for b in range(a + 1, len(members)):
-                i, j = members[a], members[b]
-                # Already in one cluster: the union would change nothing, so skip the Jaccard computation.
-                if uf.find(i) != uf.find(j) and jaccard(sets[i], sets[j]) >= jaccard_threshold:
-                    uf.union(i, j)
+    texts = [p.read_bytes().decode("utf-8", errors="replace") for p in paths]
+    roots = minhash_texts(texts, num_hashes, num_bands, ngrams, jaccard_threshold)
 
     out_dir = Path(output_directory)
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = []
     for i, p in enumerate(paths):
-        if uf.find(i) == i:
+        if roots[i] == i:
             target = out_dir / p.name
             if target.resolve() != p.resolve():
                 with atomic_path(target) as tmp:
