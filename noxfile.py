@@ -16,8 +16,8 @@ from pathlib import Path
 
 import nox
 
-# lint gets its own small environment (uv when it is on PATH); everything else shares one, see _env().
-nox.options.default_venv_backend = "uv|virtualenv"
+# lint gets its own small environment; everything else shares one, see _env().
+nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["run"]
 
