@@ -176,9 +176,7 @@ def _frame(args: argparse.Namespace):
 
 
 def cmd_bench_history(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from lmfs.harness.history import UnknownMachine, history_table
+    from lmfs.harness.history import UnknownMachine, check_machine, short_label, terminal_history
     from lmfs.harness.regress import history_changes
 
     df = _frame(args)
@@ -186,25 +184,52 @@ def cmd_bench_history(args: argparse.Namespace) -> int:
         print("the bench store is empty: run `lmfs bench run` first")
         return 0
     if args.benchmark:
-        df = df[df["benchmark"].str.contains(args.benchmark, regex=False)]
+        df = df[df["benchmark"].str.contains(args.benchmark, regex=False)
+                | df["group"].astype(str).str.contains(args.benchmark, regex=False)]
+    if args.last < 1:
+        raise CLIError(f"--last must be at least 1 (got {args.last})")
     try:
-        table = history_table(df, args.machine)
+        if args.machine is not None:
+            check_machine(df, args.machine)
     except UnknownMachine as exc:
         raise CLIError(str(exc)) from None
-    with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
-                           "display.max_colwidth", 70):
-        print("median time per round (ms) by commit (oldest -> newest):")
-        print((table * 1e3).round(4).to_string())
-        changes = history_changes(df if args.machine is None else df[df["machine_id"] == args.machine])
+    machines = [args.machine] if args.machine else sorted(df["machine_id"].unique())
+    for i, machine in enumerate(machines):
+        mdf = df[df["machine_id"] == machine]
+        print(("\n" if i else "") + f"== {machine}: {mdf['commit'].nunique()} stored commit(s)")
+        print(terminal_history(mdf, machine, last=args.last, absolute=args.absolute))
+        changes = history_changes(mdf)
         if changes.empty:
-            print("\nno change points")
-        else:
-            print("\nchange points (commit where the new level starts):")
-            print(changes.drop(columns=["index"]).to_string(index=False))
+            print("no change points")
+            continue
+        labels = {r.benchmark: short_label(r.group, r.impl, 38) for r in mdf.itertuples()}
+        print("change points (commit where the new level starts; × new level / old level, of lmfs relative\n"
+              "to its peer unless marked 'absolute'):")
+        for r in changes.tail(args.changes).itertuples():
+            basis = "" if r.basis.startswith("peer") else "  absolute"
+            p = "" if r.p_value is None or r.p_value != r.p_value else f"  p={r.p_value:.2g}"
+            print(f"  {labels.get(r.benchmark, r.benchmark):<38} {r.commit[:12]:<13} ×{r.ratio:.2f}  "
+                  f"{r.kind}{p}{basis}")
+        if len(changes) > args.changes:
+            print(f"  ({len(changes) - args.changes} earlier change point(s) not shown: --changes N)")
     return 0
 
 
+def _run_line(label: str, commit: str, mdf) -> str:
+    """``A <commit> <date>  <load>`` for the compare header."""
+    rows = mdf[mdf["commit"] == commit]
+    when = str(rows["datetime"].iloc[0])[:16].replace("T", " ") if not rows.empty else "?"
+    peak = rows["load_peak"].iloc[0] if not rows.empty else None
+    if peak is None or peak != peak:
+        text = "load not recorded"
+    else:
+        text = f"peak 1-min load {peak:.2f}" + (" UNDER LOAD" if bool(rows["loaded"].iloc[0]) else "")
+    return f"  {label} {commit:<20} {when}  {text}"
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    import math
+
     import pandas as pd
 
     from lmfs.harness.history import UnknownMachine
@@ -236,15 +261,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if table.empty:
         print(f"{ca} and {cb} on {machine} share no benchmark")
         return 0
-    shown = table.assign(median_a=table["median_a"] * 1e3, median_b=table["median_b"] * 1e3)
-    shown = shown.rename(columns={"median_a": f"{ca} ms", "median_b": f"{cb} ms", "ratio": "ratio b/a"})
-    with pd.option_context("display.width", 220, "display.max_colwidth", 60, "display.max_rows", 500):
-        print(f"{machine}: {cb} vs {ca} (regression = ratio > {1 + args.threshold:.2f} and Mann-Whitney "
-              f"p < {args.alpha})")
-        print(shown.drop(columns=["group"]).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    mdf = df[df["machine_id"] == machine]
+    shown = table[table["verdict"] != "peer"] if not args.peers else table
+    shown = shown.assign(
+        benchmark=shown["benchmark"].str.replace("benchmarks/", "", regex=False),
+        median_a=shown["median_a"] * 1e3, median_b=shown["median_b"] * 1e3,
+        basis=shown["basis"].str.replace("absolute (no peer)", "absolute", regex=False),
+    ).rename(columns={"median_a": "A ms", "median_b": "B ms", "ratio": "B/A", "peer_ratio": "peer B/A",
+                      "rel_ratio": "rel B/A", "p_value": "p"})
+    with pd.option_context("display.width", 250, "display.max_colwidth", 58, "display.max_rows", 500):
+        print(f"{machine}: B = {cb} vs A = {ca}. lmfs is judged relative to its same-run peer: rel B/A = "
+              f"(lmfs/peer in B) / (lmfs/peer in A); REGRESSION = rel B/A > {1 + args.threshold:.2f} and "
+              f"Mann-Whitney p < {args.alpha} on the per-round ratios. 'absolute': no peer, judged on time.")
+        print(_run_line("A", ca, mdf))
+        print(_run_line("B", cb, mdf))
+        print(shown.drop(columns=["group"]).to_string(index=False, float_format=lambda x: f"{x:.3g}",
+                                                      na_rep=""))
+    spread = table.attrs.get("spread")
+    if spread is not None:
+        from lmfs.harness.regress import SPREAD_Z
+
+        print(f"spread of the relative ratios across these benchmarks: ×{math.exp(spread):.3f} (robust sigma of "
+              f"their logs); a flag must also lie beyond ×{math.exp(SPREAD_Z * spread):.2f} ('within spread')")
     n_reg = int((table["verdict"] == "REGRESSION").sum())
     n_imp = int((table["verdict"] == "improvement").sum())
-    print(f"{n_reg} regression(s), {n_imp} improvement(s), {len(table)} benchmark(s) compared")
+    n_inc = int((table["verdict"] == "inconclusive").sum())
+    n_peer = int((table["verdict"] == "peer").sum())
+    hidden = f" ({n_peer} peer rows hidden: --peers)" if n_peer and not args.peers else ""
+    print(f"{n_reg} regression(s), {n_imp} improvement(s), {n_inc} inconclusive, "
+          f"{len(table) - n_peer} lmfs benchmark(s) compared{hidden}")
     return 1 if (args.fail_on_regression and n_reg) else 0
 
 
@@ -303,19 +348,29 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     reports_opt(p)
     p.set_defaults(func=cmd_bench_store)
 
-    p = bench.add_parser("history", help="median per benchmark over stored commits, with change points")
+    p = bench.add_parser("history", help="lmfs vs its peer over the latest stored commits, with change points",
+                         description="Per machine, one row per lmfs benchmark over the latest --last commits: "
+                         "lmfs's median time relative to its same-run peer (absolute time where it has none), "
+                         "when each commit ran and under what load, and the change points.")
     p.add_argument("--machine", help="one machine_id (default: all, each on its own)")
-    p.add_argument("--benchmark", help="only benchmarks whose name contains this")
+    p.add_argument("--benchmark", help="only benchmarks whose name or group contains this")
+    p.add_argument("--last", type=int, default=5, help="commits shown, newest last (default 5)")
+    p.add_argument("--absolute", action="store_true", help="median times instead of ratios to the peer")
+    p.add_argument("--changes", type=int, default=15, help="latest change points listed (default 15)")
     reports_opt(p)
     p.set_defaults(func=cmd_bench_history)
 
-    p = root.add_parser("compare", help="compare two stored commits on one machine (ratio + Mann-Whitney U)")
+    p = root.add_parser("compare", help="compare two stored commits on one machine, lmfs relative to its same-run peer",
+                        description="lmfs's time relative to its peer in the same run, B vs A: flagged when that "
+                        "ratio got worse by more than --threshold and Mann-Whitney U on the per-round ratios gives "
+                        "p < --alpha. Benchmarks without a peer are judged on absolute time and marked so.")
     p.add_argument("a", help="baseline commit (hash prefix, optionally -dirty)")
     p.add_argument("b", help="candidate commit")
     p.add_argument("--machine", help="machine_id (needed when both commits exist on several machines)")
     p.add_argument("--threshold", type=float, default=0.10, help="ratio threshold (default 0.10 = 10%%)")
     p.add_argument("--alpha", type=float, default=0.01, help="rank-test significance (default 0.01)")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a regression is flagged")
+    p.add_argument("--peers", action="store_true", help="also list the peers' own rows")
     reports_opt(p)
     p.set_defaults(func=cmd_compare)
 

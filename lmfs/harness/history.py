@@ -150,3 +150,77 @@ def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
         return df
     last = df.groupby("machine_id")["order"].transform("max")
     return df[df["order"] == last]
+
+
+def short_label(group: str, impl: str, width: int = 44) -> str:
+    """``group`` (plus `` [impl]`` for a variant of lmfs), cut to ``width`` characters from the left."""
+    text = str(group) + ("" if impl == "lmfs" else f" [{impl}]")
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def run_legend(mdf: pd.DataFrame) -> pd.DataFrame:
+    """One row per stored commit of one machine, in history order: commit, datetime, load_peak, loaded."""
+    cols = ["commit", "datetime", "load_peak", "loaded"]
+    return mdf.drop_duplicates("commit").sort_values("order")[cols].reset_index(drop=True)
+
+
+def _fmt_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.3g}ms" if ms < 1000 else f"{seconds:.3g}s"
+
+
+def terminal_history(df: pd.DataFrame, machine: str, last: int = 5, absolute: bool = False,
+                     width: int = 38) -> str:
+    """``lmfs bench history`` for one machine, sized for a terminal: one row per lmfs benchmark of the
+    ``last`` stored commits (peers are the yardstick, not rows), each cell lmfs's median time relative to its
+    same-run peer (``0.87`` = 13 % faster than the peer) or, for a benchmark without a peer (``vs`` = ``-``)
+    or with ``absolute``, its median time; ``·`` where that commit did not run it; a trailing ``t`` where that
+    run used another CPU thread count than the newest one shown. A legend says when each commit ran and under
+    what load."""
+    from lmfs.harness.regress import is_peer, with_peers
+
+    mdf = with_peers(df[df["machine_id"] == machine])
+    legend = run_legend(mdf)
+    shown = legend.tail(last)
+    commits = shown["commit"].tolist()
+    ours = mdf[~mdf["impl"].map(is_peer) & mdf["commit"].isin(commits)]
+    heads = [c[:7] + ("*" if c.endswith("-dirty") else "") + ("!" if bool(lo) else "")
+             for c, lo in zip(shown["commit"], shown["loaded"], strict=True)]
+    colw = max(8, *(len(h) for h in heads)) + 1
+    vsw = 13
+    lines = [f"{'benchmark (group [variant])':<{width}} {'vs':<{vsw}}" + "".join(f"{h:>{colw}}" for h in heads)]
+    lines.append("-" * len(lines[0]))
+    for (group, impl), g in ours.groupby(["group", "impl"], sort=True):
+        by = {r.commit: r for r in g.itertuples()}
+        latest = by[max(by, key=commits.index)]
+        peer = "" if absolute else str(latest.peer)
+        cells = []
+        for c in commits:
+            r = by.get(c)
+            if r is None:
+                cells.append("·")
+                continue
+            if peer and r.peer == peer and r.rel == r.rel:
+                cell = f"{r.rel:.3g}"
+            elif peer:
+                cells.append("·")  # that run had another set of peers: not the same ratio
+                continue
+            else:
+                cell = _fmt_ms(r.median)
+            cells.append(cell + ("t" if r.threads == r.threads and latest.threads == latest.threads
+                                 and r.threads != latest.threads else ""))
+        label = peer if len(peer) <= vsw else peer[:vsw - 1] + "…"
+        lines.append(f"{short_label(group, impl, width):<{width}} {label or '-':<{vsw}}"
+                     + "".join(f"{x:>{colw}}" for x in cells))
+    lines.append("")
+    lines.append("cells: lmfs time / peer time in the same run (< 1: lmfs faster); 'vs -': no peer, median time."
+                 if not absolute else "cells: median time per round.")
+    lines.append("t: that run used another CPU thread count than the newest shown (not comparable along the row).")
+    lines.append("commits (oldest -> newest; * dirty tree, ! taken under load):")
+    for r in shown.itertuples():
+        load = "load not recorded" if r.load_peak != r.load_peak or r.load_peak is None else (
+            f"peak 1-min load {r.load_peak:.2f}" + (" UNDER LOAD" if r.loaded else ""))
+        lines.append(f"  {r.commit:<20} {str(r.datetime)[:16].replace('T', ' '):<17} {load}")
+    if len(legend) > len(shown):
+        lines.append(f"  ({len(legend) - len(shown)} older commit(s) not shown: --last N)")
+    return "\n".join(lines)

@@ -11,6 +11,12 @@
   either run was taken under load (see :func:`lmfs.harness.machine.run_load`) an absolute slowdown is reported
   as ``slower (under load)``, not as a regression, since the machine alone can explain it. Peers are the
   yardstick and are never flagged (verdict ``peer``).
+* **Spread.** Load that changes *while* a run goes (lmfs measured at a busier moment than its peer) does not
+  cancel in the ratio and is not seen by the per-round test either. It shows as the spread of the relative
+  ratios of all lmfs benchmarks compared (most of which a commit does not touch): with at least
+  ``MIN_FOR_SPREAD`` of them, a flag also needs ``|log rel_ratio| > SPREAD_Z × sigma`` (sigma = 1.4826 × MAD
+  of the log relative ratios); a change beyond the threshold but inside that spread reads ``within spread``.
+  On a quiet box the spread is a few percent and changes nothing; the frame's ``attrs["spread"]`` holds sigma.
 * ``inconclusive``: the rounds are too few for the rank test to *ever* reach ``alpha`` (the smallest two-sided
   exact p-value of Mann–Whitney with n and m rounds is 2 / C(n + m, n); 3 vs 3 rounds cannot go below 0.1), or
   a side has fewer than 3 raw rounds. Such a benchmark is not called "same".
@@ -31,6 +37,8 @@ import pandas as pd
 
 MIN_ROUNDS = 3
 ABSOLUTE = "absolute (no peer)"
+SPREAD_Z = 3.0
+MIN_FOR_SPREAD = 5
 
 
 def is_peer(impl: str) -> bool:
@@ -157,7 +165,29 @@ def compare_frames(
             "median_a": ra.median, "median_b": rb.median, "ratio": ratio, "peer_ratio": peer_ratio,
             "rel_ratio": rel_ratio, "rounds": f"{na}/{nb}", "p_value": p, "verdict": v,
         })
-    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    return _apply_spread(table)
+
+
+def relative_spread(table: pd.DataFrame) -> float | None:
+    """Robust sigma of the log relative ratios of the peer-judged rows, None with fewer than MIN_FOR_SPREAD."""
+    judged = table[table["basis"].str.startswith("peer: ") & ~table["verdict"].str.startswith("not comparable")]
+    logs = np.log(judged["rel_ratio"].to_numpy(dtype=float))
+    logs = logs[np.isfinite(logs)]
+    if logs.size < MIN_FOR_SPREAD:
+        return None
+    return float(1.4826 * np.median(np.abs(logs - np.median(logs))))
+
+
+def _apply_spread(table: pd.DataFrame) -> pd.DataFrame:
+    sigma = relative_spread(table) if not table.empty else None
+    table.attrs["spread"] = sigma
+    if sigma is None:
+        return table
+    flagged = table["verdict"].isin(["REGRESSION", "improvement"]) & table["basis"].str.startswith("peer: ")
+    inside = np.abs(np.log(table["rel_ratio"].to_numpy(dtype=float))) <= SPREAD_Z * sigma
+    table.loc[flagged & inside, "verdict"] = "within spread"
+    return table
 
 
 def resolve_commit(df: pd.DataFrame, ref: str) -> str:
@@ -259,7 +289,9 @@ def history_changes(df: pd.DataFrame, alpha: float = 0.01, window: int = 5, **kw
     the test to reach ``alpha`` the change point is kept as unconfirmed (kind ends in ``?``)."""
     rows = []
     df = with_peers(df)
-    for (machine, bench), g in df.groupby(["machine_id", "benchmark"], sort=True):
+    # a thread count is its own series: runs on 1 and on 2 threads are not one history
+    for (machine, bench, _threads), g in df.groupby(["machine_id", "benchmark", "threads"], sort=True,
+                                                    dropna=False):
         if is_peer(g["impl"].iloc[0]):
             continue
         g = g.sort_values("order")

@@ -82,12 +82,18 @@ def grades(reports_dir: Path) -> Section | None:
 # ------------------------------------------------------------------------------------------------ benchmarks
 
 
-def _store_frame(reports_dir: Path) -> tuple[Any, list[str]]:
+def _store(reports_dir: Path) -> tuple[Any, dict[tuple[str, str], dict[str, Any]], list[str]]:
+    """The store as a frame, each run's document by (machine_id, commit), and the files skipped."""
     from lmfs.harness.history import runs_frame
     from lmfs.harness.store import load_store
 
     runs, problems = load_store(reports_dir, warn=False)
-    return runs_frame(runs), problems
+    return runs_frame(runs), {(r.machine_id, r.commit): r.doc for r in runs}, problems
+
+
+def _store_frame(reports_dir: Path) -> tuple[Any, list[str]]:
+    df, _docs, problems = _store(reports_dir)
+    return df, problems
 
 
 def _fmt_time(seconds: float) -> str:
@@ -108,15 +114,31 @@ def _throughput(row: Any) -> str:
     return ", ".join(out)
 
 
+def _threads_label(t: Any) -> str:
+    if t is None or t != t:
+        return "thread count not recorded"
+    return f"{int(t)} thread" + ("" if int(t) == 1 else "s")
+
+
+def _by_threads(frame: Any) -> list[tuple[str, Any]]:
+    """``frame`` split by its ``threads`` column (NaN last): one table per thread count."""
+    keys = frame["threads"].drop_duplicates().tolist()
+    keys.sort(key=lambda t: (t != t, t if t == t else 0))
+    return [(_threads_label(t), frame[frame["threads"] == t] if t == t else frame[frame["threads"].isna()])
+            for t in keys]
+
+
 def peer_table(latest: Any) -> Any:
     """Per group with an lmfs entry and at least one peer: lmfs median, peer median, time and speed ratios.
     Variants of lmfs itself (impl ``lmfs-…``) are not peers; they show in the full table."""
     import pandas as pd
 
+    from lmfs.harness.regress import is_peer
+
     rows = []
     for group, g in latest.groupby("group", sort=True):
         ours = g[g["impl"] == "lmfs"]
-        peers = g[~g["impl"].str.startswith("lmfs")]
+        peers = g[g["impl"].map(is_peer)]
         for o in ours.itertuples():
             for p in peers.itertuples():
                 rows.append({
@@ -133,10 +155,36 @@ def peer_table(latest: Any) -> Any:
     return pd.DataFrame(rows)
 
 
+def run_provenance(machine: str, commit: str, doc: dict[str, Any] | None, frame: Any = None) -> str:
+    """The provenance line of one stored run (file, commit, date, machine, thread counts, load) and, when the
+    run was taken under load, a box saying what that means for its numbers."""
+    from lmfs.harness.machine import format_load, run_load
+    from lmfs.reporting import provenance
+
+    doc = doc or {}
+    info = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
+    device = info.get("device") or info.get("cpu_model")
+    threads = None
+    if frame is not None and "threads" in frame.columns:
+        threads = [int(t) for t in frame["threads"].dropna().unique()]
+    elif info.get("torch_threads"):
+        threads = info.get("torch_threads")
+    load = run_load(doc)
+    line = provenance(source=f"reports/bench/{machine}/{commit}.json", commit=commit, date=doc.get("datetime"),
+                      machine=f"{machine} ({device})" if device else machine, threads=threads,
+                      extra=format_load(load))
+    if load and load["loaded"]:
+        line += _warn_box([
+            f"Taken under load: peak 1-min load average {load['peak']:.2f} on {load['cpus']} cpus. Absolute "
+            "times are inflated by the machine; lmfs / peer ratios from the same run stay comparable, and "
+            "regressions are judged on them."])
+    return line
+
+
 def benchmarks(reports_dir: Path) -> Section | None:
     import pandas as pd
 
-    df, problems = _store_frame(reports_dir)
+    df, docs, problems = _store(reports_dir)
     if df.empty and not problems:
         return None
     from lmfs.harness.history import latest_runs
@@ -144,33 +192,49 @@ def benchmarks(reports_dir: Path) -> Section | None:
     parts = [_warn_box(problems)]
     parts.append(note("Latest stored run per machine (reports/bench/<machine_id>/<commit>.json). Peers share a "
                       "benchmark group with lmfs; time ratio < 1 means lmfs is faster. Never compare across "
-                      "machines."))
+                      "machines; one table per CPU thread count."))
     latest = latest_runs(df)
     for machine, g in latest.groupby("machine_id", sort=True):
         commit = g["commit"].iloc[0]
         parts.append(f"<h3>{escape(machine)} · commit {escape(commit)}</h3>")
-        peers = peer_table(g)
-        if not peers.empty:
-            parts.append("<h4>lmfs vs peers</h4>")
-            parts.append(table_html(peers, float_format="{:.3g}"))
-        allb = pd.DataFrame([
-            {"benchmark": r.benchmark, "group": r.group, "impl": r.impl, "median": _fmt_time(r.median),
-             "IQR": _fmt_time(r.iqr) if r.iqr else "", "rounds": r.rounds, "throughput": _throughput(r)}
-            for r in g.itertuples()
-        ])
-        parts.append(f"<details><summary>all {len(allb)} benchmarks</summary>{table_html(allb)}</details>")
+        parts.append(run_provenance(machine, commit, docs.get((machine, commit)), g))
+        for label, gt in _by_threads(g):
+            peers = peer_table(gt)
+            if not peers.empty:
+                parts.append(f"<h4>lmfs vs peers · {escape(label)}</h4>")
+                parts.append(table_html(peers, float_format="{:.3g}"))
+        for label, gt in _by_threads(g):
+            allb = pd.DataFrame([
+                {"benchmark": r.benchmark, "group": r.group, "impl": r.impl, "median": _fmt_time(r.median),
+                 "IQR": _fmt_time(r.iqr) if r.iqr else "", "rounds": r.rounds, "throughput": _throughput(r)}
+                for r in gt.itertuples()
+            ])
+            parts.append(f"<details><summary>all {len(allb)} benchmarks · {escape(label)}</summary>"
+                         f"{table_html(allb)}</details>")
     return Section(id="benchmarks", title="Benchmarks (latest per machine)", html="\n".join(parts), order=20)
 
 
 # ------------------------------------------------------------------------------------------------ history
 
 
+def _tick(commit: str, loaded: bool) -> str:
+    return commit[:7] + ("*" if commit.endswith("-dirty") else "") + ("!" if loaded else "")
+
+
 def _history_figures(mdf: Any, changes: Any) -> list[str]:
+    """One small plot per lmfs benchmark: its time relative to its same-run peer over the commits (absolute
+    median where it has no peer); peers are the yardstick and get no plot."""
     import matplotlib.pyplot as plt
 
-    commits = mdf.drop_duplicates("commit").sort_values("order")["commit"].tolist()
+    from lmfs.harness.regress import is_peer, with_peers
+
+    legend = mdf.drop_duplicates("commit").sort_values("order")
+    commits = legend["commit"].tolist()
+    ticks = [_tick(c, bool(lo)) for c, lo in zip(legend["commit"], legend["loaded"], strict=True)]
     xpos = {c: i for i, c in enumerate(commits)}
-    names = sorted(b for b, g in mdf.groupby("benchmark") if g["commit"].nunique() >= 2)
+    rel = with_peers(mdf)
+    rel = rel[~rel["impl"].map(is_peer)]
+    names = sorted(b for b, g in rel.groupby("benchmark") if g["commit"].nunique() >= 2)
     figs = []
     for start in range(0, len(names), MAX_PLOTS_PER_FIGURE):
         chunk = names[start:start + MAX_PLOTS_PER_FIGURE]
@@ -178,12 +242,19 @@ def _history_figures(mdf: Any, changes: Any) -> list[str]:
         rows = (len(chunk) + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
         for ax, name in zip(axes.flat, chunk, strict=False):
-            g = mdf[mdf["benchmark"] == name].sort_values("order")
+            g = rel[rel["benchmark"] == name].sort_values("order")
+            relative = bool(g["peer"].astype(bool).all())
             x = [xpos[c] for c in g["commit"]]
-            ax.plot(x, g["median"] * 1e3, "o-", ms=3, color="#3465a4")
-            lo = (g["median"] - g["iqr"] / 2).clip(lower=0) * 1e3
-            hi = (g["median"] + g["iqr"] / 2) * 1e3
-            ax.fill_between(x, lo, hi, color="#3465a4", alpha=0.15, lw=0)
+            if relative:
+                ax.plot(x, g["rel"], "o-", ms=3, color="#3465a4")
+                ax.axhline(1.0, color="#888", lw=0.8, ls=":")
+                ax.set_ylabel(f"lmfs / {g['peer'].iloc[-1][:18]}", fontsize=7)
+            else:
+                ax.plot(x, g["median"] * 1e3, "o-", ms=3, color="#8f5902")
+                lo = (g["median"] - g["iqr"] / 2).clip(lower=0) * 1e3
+                hi = (g["median"] + g["iqr"] / 2) * 1e3
+                ax.fill_between(x, lo, hi, color="#8f5902", alpha=0.15, lw=0)
+                ax.set_ylabel("median (ms), no peer", fontsize=7)
             for ch in changes[changes["benchmark"] == name].itertuples():
                 color = "#c00" if ch.kind.startswith("regression") else "#1b7f3b"
                 ax.axvline(xpos[ch.commit] - 0.5, color=color, ls=":" if ch.kind.endswith("?") else "--", lw=1.2)
@@ -191,10 +262,8 @@ def _history_figures(mdf: Any, changes: Any) -> list[str]:
                         ha="left", va="bottom", transform=ax.get_xaxis_transform())
             module, _, test = name.rpartition("::")
             ax.set_title(f"{Path(module).stem}\n{test[-55:]}" if module else name[-55:], fontsize=7)
-            ax.set_ylabel("median (ms)", fontsize=7)
             ax.set_xticks(range(len(commits)))
-            ax.set_xticklabels([c[:7] + ("*" if c.endswith("-dirty") else "") for c in commits],
-                               rotation=60, fontsize=6)
+            ax.set_xticklabels(ticks, rotation=60, fontsize=6)
             ax.tick_params(axis="y", labelsize=6)
             ax.set_ylim(bottom=0)
         for ax in list(axes.flat)[len(chunk):]:
@@ -204,39 +273,86 @@ def _history_figures(mdf: Any, changes: Any) -> list[str]:
     return figs
 
 
+def runs_table(mdf: Any, docs: dict[tuple[str, str], dict[str, Any]], machine: str) -> Any:
+    """One row per stored run of a machine (history order): commit, date, torch threads, load at start and
+    end, under load, benchmarks."""
+    import pandas as pd
+
+    from lmfs.harness.machine import run_load
+
+    rows = []
+    for commit in mdf.drop_duplicates("commit").sort_values("order")["commit"]:
+        doc = docs.get((machine, commit)) or {}
+        info = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
+        load = run_load(doc)
+
+        def fmt(x: list[float] | None) -> str:
+            return "" if not x else " / ".join(f"{v:.2f}" for v in x[:3])
+
+        rows.append({
+            "commit": commit,
+            "date": str(doc.get("datetime") or "")[:16].replace("T", " "),
+            "torch threads": info.get("torch_threads", ""),
+            "load at start (1/5/15 min)": fmt(load["start"]) if load else "not recorded",
+            "load at end": fmt(load["end"]) if load else "",
+            "cpus": load["cpus"] if load else info.get("cpu_count", ""),
+            "under load": ("YES" if load["loaded"] else "no") if load else "?",
+            "benchmarks": int((mdf["commit"] == commit).sum()),
+        })
+    return pd.DataFrame(rows)
+
+
 def history(reports_dir: Path) -> Section | None:
     import pandas as pd
 
+    from lmfs.harness.machine import LOADED_PER_CPU
     from lmfs.harness.regress import compare_frames, history_changes
 
-    df, _problems = _store_frame(reports_dir)
+    df, docs, _problems = _store(reports_dir)
     if df.empty:
         return None
-    parts = [note("Median per benchmark over the stored commits of each machine (git order; * = dirty tree), "
-                  "band = IQR. Dashed lines mark change points: binary segmentation on log medians, confirmed by "
-                  "Mann–Whitney U on the raw rounds around them (red = slower, green = faster; dotted and '?' = "
-                  "too few rounds to confirm). The table compares the last two commits: a regression is "
-                  "flagged only when the median ratio exceeds 1.10 and Mann–Whitney U on the raw rounds gives "
-                  "p < 0.01.")]
+    parts = [note(
+        "lmfs is judged against its peer in the same run, not against the machine: each plot is lmfs's median "
+        "time divided by its benchmark group's peer (geometric mean when there are several) at each commit "
+        "(git order; * = dirty tree, ! = taken under load), so a busier box moves both and the ratio stays. "
+        "Benchmarks without a peer plot their absolute median (brown) and are marked 'absolute'. Dashed "
+        "lines mark change points: binary segmentation on the log series, confirmed by Mann–Whitney U on the "
+        "per-round ratios around them (red = slower, green = faster; dotted and '?' = too few rounds to "
+        "confirm). The last table compares the last two commits: REGRESSION only when lmfs's ratio to its "
+        "peer got worse by more than 10 % and Mann–Whitney U on the per-round ratios gives p < 0.01; "
+        "'inconclusive' when the rounds are too few for that test ever to reach p < 0.01.")]
+    parts.append(note(f"A run is 'under load' when its 1-minute load average, at start or end, exceeds "
+                      f"{LOADED_PER_CPU:g} × its usable cores. Runs stored before the load was recorded say "
+                      f"'not recorded'."))
     any_history = False
     for machine, mdf in df.groupby("machine_id", sort=True):
         commits = mdf.drop_duplicates("commit").sort_values("order")["commit"].tolist()
+        parts.append(f"<h3>{escape(machine)} · {len(commits)} commit(s)</h3>")
+        parts.append("<details><summary>stored runs: date, threads, load</summary>"
+                     + table_html(runs_table(mdf, docs, machine)) + "</details>")
         if len(commits) < 2:
-            parts.append(f"<h3>{escape(machine)}</h3>" + note(f"one commit stored ({commits[0]}); history needs two."))
+            parts.append(note(f"one commit stored ({commits[0]}); history needs two."))
             continue
         any_history = True
         changes = history_changes(mdf)
-        parts.append(f"<h3>{escape(machine)} · {len(commits)} commits</h3>")
         parts.extend(_history_figures(mdf, changes))
         if not changes.empty:
             parts.append("<h4>Change points</h4>")
             parts.append(table_html(changes.drop(columns=["machine_id", "index"]), float_format="{:.3g}"))
         a, b = commits[-2], commits[-1]
         cmp_ = compare_frames(mdf[mdf["commit"] == a], mdf[mdf["commit"] == b])
+        cmp_ = cmp_[cmp_["verdict"] != "peer"]
         if not cmp_.empty:
+            counts = cmp_["verdict"].value_counts().to_dict()
             parts.append(f"<h4>{escape(b)} vs {escape(a)}</h4>")
+            parts.append(run_provenance(machine, a, docs.get((machine, a)), mdf[mdf["commit"] == a]))
+            parts.append(run_provenance(machine, b, docs.get((machine, b)), mdf[mdf["commit"] == b]))
+            parts.append(note("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))))
             cmp_ = cmp_.assign(median_a=cmp_["median_a"].map(_fmt_time), median_b=cmp_["median_b"].map(_fmt_time))
-            parts.append(table_html(pd.DataFrame(cmp_), float_format="{:.3g}"))
-    if not any_history and len(parts) == 1:
+            cmp_ = cmp_.rename(columns={"median_a": f"{a[:7]} median", "median_b": f"{b[:7]} median",
+                                        "ratio": "time ratio", "peer_ratio": "peer's ratio",
+                                        "rel_ratio": "ratio vs peer"})
+            parts.append(table_html(pd.DataFrame(cmp_.drop(columns=["group"])), float_format="{:.3g}"))
+    if not any_history and len(parts) == 2:
         return None
     return Section(id="history", title="Benchmark history", html="\n".join(parts), order=30)

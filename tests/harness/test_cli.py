@@ -46,7 +46,9 @@ def test_history_prints_table(store: Path, capsys: pytest.CaptureFixture[str]) -
     capsys.readouterr()
     assert main(["bench", "history", "--reports-dir", str(store)]) == 0
     out = capsys.readouterr().out
-    assert "aaaaaaaaaaaa" in out and "bbbbbbbbbbbb" in out and "b.py::test_fast" in out
+    assert "aaaaaaaaaaaa" in out and "bbbbbbbbbbbb" in out and "test_fast" in out
+    assert "nan" not in out.lower()
+    assert max(len(line) for line in out.splitlines()) <= 120  # fits a terminal
     assert main(["bench", "history", "--machine", "nope", "--reports-dir", str(store)]) == 2
 
 

@@ -142,3 +142,35 @@ def test_run_load_tolerates_absence_and_marks_load() -> None:
     df = runs_frame([_run("aaaa", 0.01, 0.008, load=BUSY), _run("bbbb", 0.01, 0.008, when="x")], log=[])
     assert df.groupby("commit")["loaded"].first().to_dict() == {"aaaa": True, "bbbb": False}
     assert math.isnan(df[df.commit == "bbbb"]["load_peak"].iloc[0])
+
+
+def _many(commit: str, rel: list[float], *, seed: int, when: str) -> Run:
+    """One run with a benchmark group per entry of ``rel``: lmfs at ``rel[i]`` × its peer's time."""
+    entries = []
+    for i, r in enumerate(rel):
+        entries.append(bench_entry(f"b.py::ours{i}", rounds(0.01 * r, seed=seed + 2 * i), group=f"g{i}"))
+        entries.append(bench_entry(f"b.py::peer{i}", rounds(0.01, seed=seed + 2 * i + 1), group=f"g{i}",
+                                   impl="torch"))
+    return Run("cpu-test-2c", commit, None, bench_doc(entries, when=when))  # type: ignore[arg-type]
+
+
+def test_load_changing_during_a_run_is_within_the_spread_of_all_ratios() -> None:
+    """lmfs and its peer measured at differently busy moments: the ratios scatter by ~x1.4 (lognormal sigma
+    0.35) across benchmarks; none of them, not even a 1.5x one, is a regression of lmfs."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    scatter = list(np.exp(rng.normal(0.0, 0.35, 10)))
+    scatter[0] = 1.5
+    table = _compare(_many("aaaa", [1.0] * 10, seed=1, when="1"), _many("bbbb", scatter, seed=50, when="2"))
+    assert table.attrs["spread"] > 0.2
+    assert not table["verdict"].isin(["REGRESSION", "improvement"]).any()
+    assert table.loc["b.py::ours0", "verdict"] == "within spread"
+
+
+def test_on_a_quiet_box_the_spread_does_not_hide_a_1_2x_regression() -> None:
+    table = _compare(_many("aaaa", [1.0] * 10, seed=1, when="1"),
+                     _many("bbbb", [1.2] + [1.0] * 9, seed=50, when="2"))
+    assert table.attrs["spread"] < 0.05
+    assert table.loc["b.py::ours0", "verdict"] == "REGRESSION"
+    assert (table.drop(index="b.py::ours0")["verdict"].isin(["same", "peer"])).all()

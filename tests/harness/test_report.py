@@ -59,7 +59,7 @@ def test_full_store_renders_every_section(tmp_path: Path) -> None:
     assert html.count("<svg") >= 1
     assert "killed by SIGSEGV &lt;b&gt;" in html  # messages are escaped
     assert "tiktoken" in html and "regression" in html  # peer ratio and the marked change point
-    assert "4 commits" in html
+    assert "4 commit(s)" in html
 
 
 def test_broken_provider_becomes_an_error_box(tmp_path: Path) -> None:
