@@ -24,6 +24,7 @@ UNIT_CLIS = (
     "lmfs.cli.generate",
     "lmfs.cli.scaling",
     "lmfs.cli.profile",
+    "lmfs.cli.eval",
 )
 
 
