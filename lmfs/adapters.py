@@ -339,6 +339,40 @@ def ddp_bucketed_on_train_batch_start(ddp_model: torch.nn.Module, optimizer: tor
     ddp_model.on_train_batch_start()
 
 
+# ---------------------------------------------------------------------------- parallel: the 2026 names (DDP, FSDP)
+
+
+def get_ddp(module: torch.nn.Module) -> torch.nn.Module:
+    """lmfs (2026 name): as get_ddp_individual_parameters - rank-0 broadcast, one async all-reduce per gradient
+    as soon as it is ready."""
+    from lmfs.parallel.ddp import DDPIndividualParameters
+
+    return DDPIndividualParameters(module)
+
+
+def ddp_on_after_backward(ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    ddp_model.finish_gradient_synchronization()
+
+
+def get_fsdp(module: torch.nn.Module, compute_dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """lmfs: every trainable parameter sharded 1/world per rank (fp32 master pieces), all-gathered (in
+    ``compute_dtype``) before each unit's forward and again in backward, gradients reduce-scattered as they
+    become ready; frozen parameters and buffers replicated."""
+    from lmfs.parallel.fsdp import FSDP
+
+    return FSDP(module, compute_dtype=compute_dtype)
+
+
+def fsdp_on_after_backward(fsdp_model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    fsdp_model.finish_gradient_synchronization()
+
+
+def fsdp_gather_full_params(fsdp_model: torch.nn.Module) -> dict[str, Tensor]:
+    from lmfs.parallel.fsdp import gather_full_params
+
+    return gather_full_params(fsdp_model)
+
+
 # =============================================================================================== parallel: ZeRO-1
 
 
