@@ -107,8 +107,10 @@ def provenance(
     parts.append(f"machine {machine or NOT_RECORDED}")
     if threads is None or threads == "":
         parts.append(f"threads {NOT_RECORDED}")
-    else:
+    elif isinstance(threads, int) or str(threads).replace(", ", "").isdigit():
         parts.append(f"{threads} thread" + ("" if str(threads) == "1" else "s"))
+    else:
+        parts.append(f"threads {threads}")
     if extra:
         parts.append(extra)
     return f'<p class="provenance">{escape(" · ".join(parts))}</p>'
@@ -166,3 +168,21 @@ def staleness(what: str, paths: list[str], *, commit: str | None = None, date: s
         text = (f"STALE: {what} is older than the code it describes — {len(changes)} later commit(s) changed "
                 f"{', '.join(paths)} ({shown}). Regenerate it before trusting these numbers.")
     return f'<div class="warn stale"><b>{escape(text)}</b></div>'
+
+
+#: where a unit's tables live under the reports folder: ``data/<unit>/`` is committed reference data (written
+#: only by an explicit maintainer export, e.g. ``--out reports/data/...``), ``local/<unit>/`` is what the
+#: commands write by default on your machine (ignored by git), shown beside it and marked as local
+DATA_KINDS = (("committed", "data"), ("local", "local"))
+
+
+def data_dirs(reports_dir: Any, unit: str) -> list[tuple[str, Any]]:
+    """``[("committed", <reports>/data/<unit>), ("local", <reports>/local/<unit>)]``, the existing ones only."""
+    from pathlib import Path
+
+    out = []
+    for label, sub in DATA_KINDS:
+        path = Path(reports_dir) / sub / unit
+        if path.is_dir():
+            out.append((label, path))
+    return out

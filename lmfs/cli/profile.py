@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lmfs.cli import CLIError
 from lmfs.kernels.attention_backends import attention_names
 
 MODES = ("forward", "forward-backward", "step")
@@ -27,7 +28,9 @@ def register(groups: dict[str, Any]) -> None:
     bench = groups["bench"].add_parser(
         "model", help="time forward / forward-backward / step of the Transformer LM",
         description="Time the LM with warm-up and device sync (mean ± std over --steps). Every combination of the "
-        "--mode, --dtype and --compile values is measured; results are appended to reports/data/profile/model_bench.jsonl.",
+        "--mode, --dtype and --compile values is measured; results are appended to "
+        "reports/local/profile/model_bench.jsonl (ignored by git; the report shows it beside the committed "
+        "reference timings). Maintainers refresh the committed ones with --out reports/data/profile/model_bench.jsonl.",
     )
     _add_model_args(bench)
     bench.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES))
@@ -36,7 +39,8 @@ def register(groups: dict[str, Any]) -> None:
     bench.add_argument("--compile", choices=("off", "on", "both"), default="off", help="torch.compile the model")
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--steps", type=int, default=5)
-    bench.add_argument("--out", default=None, help="JSONL to append to (default reports/data/profile/model_bench.jsonl)")
+    bench.add_argument("--out", default=None,
+                       help="JSONL to append to (default reports/local/profile/model_bench.jsonl)")
     bench.add_argument("--no-save", action="store_true", help="print only")
     bench.set_defaults(func=_bench_model)
 
@@ -44,7 +48,9 @@ def register(groups: dict[str, Any]) -> None:
         "profile", help="torch.profiler run of the LM: trace + kernel-time summary",
         description="Profile a few steps of the LM with torch.profiler (schedule, shapes, memory, stacks). Writes the "
         "trace under <out>/plugins/profile/ (TensorBoard profiler layout; opens in Perfetto / chrome://tracing), "
-        "the summary under --data-dir, and on CUDA a memory snapshot + peak memory per phase.",
+        "the summary under --data-dir (default reports/local/profile, ignored by git; maintainers refresh the "
+        "committed summaries with --data-dir reports/data/profile), and on CUDA a memory snapshot + peak memory "
+        "per phase.",
     )
     _add_model_args(prof)
     prof.add_argument("--mode", choices=MODES, default="step")
@@ -54,7 +60,7 @@ def register(groups: dict[str, Any]) -> None:
     prof.add_argument("--no-stack", action="store_true", help="skip Python stacks (faster, smaller trace)")
     prof.add_argument("--tag", default=None, help="name of this run (default from the options)")
     prof.add_argument("--out", default=None, help="trace folder (default runs/profile/<tag>)")
-    prof.add_argument("--data-dir", default=None, help="summary folder (default reports/data/profile)")
+    prof.add_argument("--data-dir", default=None, help="summary folder (default reports/local/profile)")
     prof.set_defaults(func=_profile)
 
 
@@ -71,10 +77,48 @@ def _display(path) -> str:
 
 
 def _set_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise CLIError(f"--threads must be at least 1 (got {threads})")
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def _check_size(size: str) -> tuple[str, Any]:
+    """The parsed ``--size``, or a CLIError naming the sizes there are."""
+    from lmfs.profile.sizes import parse_size
+
+    try:
+        return parse_size(size)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise CLIError(f"--device {device!r} is not a device; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device on this machine (torch.cuda.is_available() is False); "
+                       "use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device {device!r}: only cpu and cuda are supported")
+
+
+def _provenance() -> dict[str, Any]:
+    """Commit, machine and threads of a measurement, recorded with it (the report prints them)."""
+    import torch
+
+    from lmfs.harness.machine import git_commit, machine_id
+    from lmfs.paths import project_root
+
+    head, dirty = git_commit(project_root())
+    return {"commit": (head + ("-dirty" if dirty else "")) if head else None, "machine_id": machine_id(),
+            "threads": torch.get_num_threads()}
 
 
 def _bench_model(args: argparse.Namespace) -> int:
@@ -84,15 +128,21 @@ def _bench_model(args: argparse.Namespace) -> int:
     from lmfs.paths import reports_dir
     from lmfs.profile.model_bench import bench_grid, format_records
 
+    _check_size(args.size)
+    _check_device(args.device)
+    if args.steps < 1 or args.warmup < 0:
+        raise CLIError(f"--steps must be at least 1 and --warmup at least 0 (got {args.steps}, {args.warmup})")
     _set_threads(args.threads)
     compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     records = bench_grid(
         [args.size], [args.context], args.mode, args.dtype, compiles, device=args.device, attention=args.attention,
         warmup=args.warmup, steps=args.steps, batch_size=args.batch,
     )
+    prov = _provenance()
+    records = [{**r, **prov} for r in records]
     print(format_records(records))
     if not args.no_save:
-        out = Path(args.out) if args.out else reports_dir() / "data" / "profile" / "model_bench.jsonl"
+        out = Path(args.out) if args.out else reports_dir() / "local" / "profile" / "model_bench.jsonl"
         append_jsonl_atomic(out, records)
         print(f"appended {len(records)} records to {out}")
     return 0
@@ -112,16 +162,18 @@ def _profile(args: argparse.Namespace) -> int:
         profile_workload,
         write_summary,
     )
-    from lmfs.profile.sizes import parse_size
     from lmfs.profile.workload import build_workload
 
+    name, size = _check_size(args.size)
+    _check_device(args.device)
+    if args.active < 1:
+        raise CLIError(f"--active must be at least 1 (got {args.active})")
     _set_threads(args.threads)
-    name, size = parse_size(args.size)
     dev = torch.device(args.device)
     tag = args.tag or (f"{name}-ctx{args.context}-{args.mode}-{args.dtype}-{args.attention}-{dev.type}"
                        + ("-compiled" if args.compile else ""))
     out = Path(args.out) if args.out else project_root() / "runs" / "profile" / tag
-    data_dir = Path(args.data_dir) if args.data_dir else reports_dir() / "data" / "profile"
+    data_dir = Path(args.data_dir) if args.data_dir else reports_dir() / "local" / "profile"
     work = build_workload(size, args.context, args.device, args.dtype, args.compile, args.attention, args.batch)
     summary, trace_dir = profile_workload(work, args.mode, out, tag, active=args.active, with_stack=not args.no_stack)
     summary["peak_memory_mib"] = peak_memory_by_phase(work)
@@ -129,7 +181,7 @@ def _profile(args: argparse.Namespace) -> int:
     meta = {
         "size": name, "context": args.context, "batch": args.batch, "mode": args.mode, "dtype": args.dtype,
         "compile": args.compile, "attention": args.attention, "device": device_name(dev), "torch": torch.__version__,
-        "trace_dir": _display(trace_dir), "memory_snapshot": _display(snap) if snap else None,
+        "trace_dir": _display(trace_dir), "memory_snapshot": _display(snap) if snap else None, **_provenance(),
     }
     path = write_summary(summary, meta, data_dir, tag)
     print(format_summary(summary))

@@ -1,5 +1,6 @@
 """Report section: FlashAttention GPU benchmarks from the bench store (``reports/bench/<machine>/<commit>.json``):
-the leaderboard configuration and the TFLOP/s sweep, one table per card. Returns None until a GPU run is stored."""
+the leaderboard configuration and the TFLOP/s sweep, one table per card. Until a GPU run is stored the section
+says so plainly (and how to make one) rather than disappearing."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmfs.reporting import Section, escape, note, svg_figure, table_html
+from lmfs.reporting import Section, escape, note, provenance, svg_figure, table_html
 
 
 def _gpu_attention_rows(reports_dir: Path) -> list[dict[str, Any]]:
@@ -24,6 +25,7 @@ def _gpu_attention_rows(reports_dir: Path) -> list[dict[str, Any]]:
                 continue
             rows.append({
                 "machine": path.parent.name, "commit": path.stem, "group": group,
+                "date": doc.get("datetime"),
                 "impl": extra.get("attn_impl", extra.get("impl")), "device": extra.get("device", "?"),
                 "mode": extra.get("mode", "fwd+bwd"), "shape": "x".join(map(str, extra.get("shape", []))),
                 "ms": float(extra["do_bench_ms"]), "TFLOP/s": float(extra.get("tflops", float("nan"))),
@@ -40,9 +42,16 @@ def section(reports_dir: Path) -> Section | None:
 
     rows = _gpu_attention_rows(reports_dir)
     if not rows:
-        return None
+        return Section(id="kernels", title="FlashAttention-2 kernels (GPU)", order=65, html=note(
+            "No GPU run stored: there is no FlashAttention benchmark in reports/bench/ (the CPU runs time the "
+            "PyTorch version only, in the Benchmarks section). To fill this section, run "
+            "benchmarks/gpu/run_device.sh on an H100/H200, then lmfs bench store kernels_gpu.json and commit "
+            "the file it writes (see benchmarks/gpu/NOTES.md)."))
     df = pd.DataFrame(rows)
-    parts = [note("triton.testing.do_bench medians (CUDA events), bf16, causal. FLOPs: 4·B·H·N²·D × 0.5 (causal), "
+    parts = [provenance(source=f"reports/bench/{m}/{c}.json", commit=c, date=d, machine=f"{m} ({dev})",
+                        threads="n/a (GPU)")
+             for (m, c, d, dev), _g in df.groupby(["machine", "commit", "date", "device"], dropna=False)]
+    parts += [note("triton.testing.do_bench medians (CUDA events), bf16, causal. FLOPs: 4·B·H·N²·D × 0.5 (causal), "
                   "backward 2.5× forward. Compare only within one card.")]
     lb = df[df["group"].str.startswith("attention-leaderboard")]
     if not lb.empty:

@@ -25,18 +25,22 @@ def test_profile_writes_trace_and_summary_the_report_shows(tmp_path, reports, ca
     trace = json.loads(traces[0].read_text())
     names = {e.get("name") for e in trace["traceEvents"]}
     assert {"forward", "backward", "optimizer"} <= names, "phase ranges missing from the trace"
-    summary = json.loads((reports / "data" / "profile" / "t.json").read_text())
+    # by default the summary goes to the ignored reports/local/, not to the committed reports/data/
+    assert not (reports / "data").exists()
+    summary = json.loads((reports / "local" / "profile" / "t.json").read_text())
+    assert summary["threads"] >= 1 and summary["machine_id"] and "commit" in summary
     assert sum(c["share"] for c in summary["categories"]) == pytest.approx(1.0)
     matmul = next(c for c in summary["categories"] if c["category"] == "matmul")
     assert matmul["share"] > 0.0
     assert summary["peak_memory_mib"] is None and summary["memory_snapshot"] is None  # CPU: CUDA parts skipped
-    assert (reports / "data" / "profile" / "t_top.csv").read_text().startswith("name,category")
+    assert (reports / "local" / "profile" / "t_top.csv").read_text().startswith("name,category")
     assert "ms per step" in capsys.readouterr().out
 
     from lmfs.profile.report import section
 
     sec = section(reports)
     assert sec is not None and "matmul" in sec.html and "attention/softmax" in sec.html
+    assert "Local runs" in sec.html and "Numbers from reports/local/profile/t.json" in sec.html
 
 
 def test_bench_model_appends_records(tmp_path, reports):
@@ -48,15 +52,31 @@ def test_bench_model_appends_records(tmp_path, reports):
     assert len(records) == 4
     assert {r["mode"] for r in records} == {"forward", "step"}
     assert all(r["mean_s"] > 0 and r["steps"] == 2 for r in records)
+    assert all(r["threads"] >= 1 and r["machine_id"] and "commit" in r for r in records)
 
 
-def test_profile_rejects_cuda_without_cuda(tmp_path, reports):
+def test_bench_model_default_output_is_ignored_local_data(reports):
+    assert main(["bench", "model", "--size", "tiny", "--context", "8", "--batch", "1", "--mode", "forward",
+                 "--warmup", "0", "--steps", "1"]) == 0
+    assert (reports / "local" / "profile" / "model_bench.jsonl").is_file()
+    assert not (reports / "data").exists()
+
+
+@pytest.mark.parametrize("cmd", [["profile"], ["bench", "model"]])
+def test_unknown_size_is_an_error_listing_the_sizes(cmd, reports, capsys):
+    assert main([*cmd, "--size", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model size 'huge'" in err and "tiny" in err and "2.7B" in err and "Traceback" not in err
+
+
+def test_profile_rejects_cuda_without_cuda(tmp_path, reports, capsys):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
-        main(["profile", "--size", "tiny", "--context", "8", "--device", "cuda", "--out", str(tmp_path)])
+    for cmd in (["profile"], ["bench", "model"]):
+        assert main([*cmd, "--size", "tiny", "--context", "8", "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
 
 
 def test_report_sections_return_none_without_data(tmp_path):
@@ -64,7 +84,8 @@ def test_report_sections_return_none_without_data(tmp_path):
     from lmfs.profile.report import section as profile_section
 
     assert profile_section(tmp_path) is None
-    assert kernels_section(tmp_path) is None
+    kernels = kernels_section(tmp_path)  # the README promises this section: it says plainly that there is no run
+    assert kernels is not None and "No GPU run stored" in kernels.html
 
 
 def test_kernels_section_shows_stored_gpu_results(tmp_path):
