@@ -229,7 +229,10 @@ def _export(args: argparse.Namespace, model, ckpt, completion: str, n: int, elap
     import torch
 
     from lmfs.atomic import atomic_open
+    from lmfs.harness.machine import git_commit, machine_id
+    from lmfs.paths import project_root
 
+    head, dirty = git_commit(project_root())
     record = {
         "model": ckpt.metadata.get("general.name", ""),
         "gguf": Path(ckpt.path).name,
@@ -243,8 +246,11 @@ def _export(args: argparse.Namespace, model, ckpt, completion: str, n: int, elap
         "tokens_per_s": round(n / max(elapsed, 1e-9), 3),
         "temperature": args.temperature,
         "threads": torch.get_num_threads(),
+        "kv_cache": True,  # generate_tokens' default, used above
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": (head + ("-dirty" if dirty else "")) if head else None,
+        "machine_id": machine_id(),
     }
     out = Path(args.export)
     with atomic_open(out, "w", encoding="utf-8") as fh:

@@ -1,11 +1,16 @@
-"""Report section: SmolLM2-135M running on lmfs.nn (from ``lmfs model smollm2 --export reports/data/nn/smollm2.json``)."""
+"""Report section: SmolLM2-135M running on lmfs.nn (from the maintainer export
+``lmfs model smollm2 --prompt ... --export reports/data/nn/smollm2.json``). Says which commit, date, machine and
+thread count the speed comes from, and marks the record STALE when the decoding code changed after it."""
 
 from __future__ import annotations
 
 import json
 import pathlib
 
-from lmfs.reporting import Section, escape, note
+from lmfs.reporting import Section, escape, note, provenance, staleness
+
+#: the code the stored decoding speed measures
+CODE = ["lmfs/nn", "lmfs/generate", "lmfs/cli/nn.py"]
 
 
 def section(reports_dir: pathlib.Path) -> Section | None:
@@ -15,6 +20,7 @@ def section(reports_dir: pathlib.Path) -> Section | None:
     try:
         r = json.loads(path.read_text(encoding="utf-8"))
         cfg = r["config"]
+        cache = {True: "KV cache", False: "no KV cache"}.get(r.get("kv_cache"), "KV cache not recorded")
         rows = [
             ("checkpoint", f"{r['model']} ({r['gguf']})"),
             (
@@ -27,20 +33,23 @@ def section(reports_dir: pathlib.Path) -> Section | None:
             (
                 "decoding",
                 f"temperature {r['temperature']} · {r['new_tokens']} tokens in {r['seconds']} s "
-                f"({r['tokens_per_s']} tok/s, {r['threads']} CPU threads, no KV cache) · torch {r['torch']}",
+                f"({r['tokens_per_s']} tok/s, {r['threads']} CPU threads, {cache}) · torch {r['torch']}",
             ),
         ]
     except (KeyError, TypeError, ValueError) as exc:
         return Section("nn-smollm2", "SmolLM2-135M on lmfs.nn", note(f"{path} is malformed: {exc}"), order=45)
     table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     body = (
-        note(
+        provenance(source="reports/data/nn/smollm2.json", commit=r.get("commit"), date=r.get("date"),
+                   machine=r.get("machine_id"), threads=r.get("threads"))
+        + staleness("the stored SmolLM2 decoding record", CODE, commit=r.get("commit"), date=r.get("date"))
+        + note(
             "A pretrained Llama checkpoint (GGUF, dequantized) mapped into lmfs's from-scratch TransformerLM and "
             "decoded with lmfs's own tokenizer. tests/nn/test_llama_loader.py checks its logits against an "
-            "independent Hugging-Face-layout forward of the same weights."
+            "independent Hugging-Face-layout forward of the same weights. Refresh: lmfs model smollm2 --prompt "
+            "'...' --threads 2 --export reports/data/nn/smollm2.json."
         )
         + f'<table class="table">{table}</table>'
         + f"<pre>{escape(r['prompt'])}<b>{escape(r['completion'])}</b></pre>"
-        + note(f"generated {r['date']}")
     )
     return Section("nn-smollm2", "SmolLM2-135M on lmfs.nn", body, order=45)
