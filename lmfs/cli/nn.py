@@ -229,7 +229,7 @@ def _export(args: argparse.Namespace, model, ckpt, completion: str, n: int, elap
     import torch
 
     from lmfs.atomic import atomic_open
-    from lmfs.harness.machine import git_commit, machine_id
+    from lmfs.harness.machine import git_commit, load_snapshot, machine_id
     from lmfs.paths import project_root
 
     head, dirty = git_commit(project_root())
@@ -251,6 +251,7 @@ def _export(args: argparse.Namespace, model, ckpt, completion: str, n: int, elap
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": (head + ("-dirty" if dirty else "")) if head else None,
         "machine_id": machine_id(),
+        "load": load_snapshot(),  # 1/5/15-min load averages when the run ended
     }
     out = Path(args.export)
     with atomic_open(out, "w", encoding="utf-8") as fh:

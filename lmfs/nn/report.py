@@ -41,7 +41,9 @@ def section(reports_dir: pathlib.Path) -> Section | None:
     table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     body = (
         provenance(source="reports/data/nn/smollm2.json", commit=r.get("commit"), date=r.get("date"),
-                   machine=r.get("machine_id"), threads=r.get("threads"))
+                   machine=r.get("machine_id"), threads=r.get("threads"),
+                   extra=("load average at the end " + " / ".join(f"{x:g}" for x in r["load"]))
+                   if isinstance(r.get("load"), list) else "load not recorded")
         + staleness("the stored SmolLM2 decoding record", CODE, commit=r.get("commit"), date=r.get("date"))
         + note(
             "A pretrained Llama checkpoint (GGUF, dequantized) mapped into lmfs's from-scratch TransformerLM and "
