@@ -89,7 +89,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import json
+    import sys
     import tempfile
+    from pathlib import Path
 
     import torch
 
@@ -112,4 +114,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     summary.pop("config", None)
     print(json.dumps(summary, indent=2))
+    samples = Path(dest) / "samples.txt"
+    if samples.is_file():
+        print("\nsamples (prompt, then the model's continuation):")
+        print(samples.read_text(encoding="utf-8"))
+    where = f"exported to {dest}" if args.export else f"files in {dest} (pass --export DIR to keep them)"
+    print(where, file=sys.stderr)
     return 0
