@@ -12,7 +12,7 @@ Words are whitespace-separated tokens (punctuation stays attached); lines are ``
 
 from __future__ import annotations
 
-__all__ = ["gopher_quality_filter", "gopher_stats"]
+__all__ = ["gopher_failure", "gopher_quality_filter", "gopher_stats"]
 
 MIN_WORDS, MAX_WORDS = 50, 100_000
 MIN_MEAN_LEN, MAX_MEAN_LEN = 3.0, 10.0
@@ -42,3 +42,20 @@ def gopher_quality_filter(text: str) -> bool:
         and s["ellipsis_line_fraction"] <= MAX_ELLIPSIS_LINES
         and s["alpha_word_fraction"] >= MIN_ALPHA_WORDS
     )
+
+
+def gopher_failure(text: str) -> str | None:
+    """The name of the first Gopher rule ``text`` fails (``too_few_words``, ``too_many_words``,
+    ``mean_word_length``, ``ellipsis_lines``, ``non_alpha_words``), or None when it passes them all."""
+    s = gopher_stats(text)
+    if s["words"] < MIN_WORDS:
+        return "too_few_words"
+    if s["words"] > MAX_WORDS:
+        return "too_many_words"
+    if not MIN_MEAN_LEN <= s["mean_word_length"] <= MAX_MEAN_LEN:
+        return "mean_word_length"
+    if s["ellipsis_line_fraction"] > MAX_ELLIPSIS_LINES:
+        return "ellipsis_lines"
+    if s["alpha_word_fraction"] < MIN_ALPHA_WORDS:
+        return "non_alpha_words"
+    return None
