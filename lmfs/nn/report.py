@@ -49,7 +49,7 @@ def section(reports_dir: pathlib.Path) -> Section | None:
             "A pretrained Llama checkpoint (GGUF, dequantized) mapped into lmfs's from-scratch TransformerLM and "
             "decoded with lmfs's own tokenizer. tests/nn/test_llama_loader.py checks its logits against an "
             "independent Hugging-Face-layout forward of the same weights. Refresh: lmfs model smollm2 --prompt "
-            "'...' --threads 2 --export reports/data/nn/smollm2.json."
+            "'...' --threads 1 --export reports/data/nn/smollm2.json (one thread: on a busy 2-core box two threads decode several times slower)."
         )
         + f'<table class="table">{table}</table>'
         + f"<pre>{escape(r['prompt'])}<b>{escape(r['completion'])}</b></pre>"
