@@ -473,15 +473,21 @@ class Engine:
         layer = self.model.layers[i]
         if self.config.norm == "post":
             x = layer.ln1(x + attend(layer.attn, x, i))
-            return layer.ln2(x + layer.ffn(x))
+            return layer.ln2(x + self._ffn(layer.ffn, x))
         x = x + attend(layer.attn, layer.ln1(x), i)
-        return x + layer.ffn(layer.ln2(x))
+        return x + self._ffn(layer.ffn, layer.ln2(x))
+
+    def _linear(self, lin, x: Tensor) -> Tensor:
+        return lin(x)
+
+    def _ffn(self, ffn, x: Tensor) -> Tensor:
+        return ffn(x)
 
     def _qkv(self, attn, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, d) -> q (B, H, T, D), k, v (B, Hkv, T, D) with RoPE at positions ``pos`` (broadcastable to
         (B, 1, T))."""
         B, T, _ = x.shape
-        qkv = attn.qkv_proj(x)
+        qkv = self._linear(attn.qkv_proj, x)
         q, k, v = qkv.split(
             (self.n_heads * self.d_head, self.n_kv * self.d_head, self.n_kv * self.d_head), -1
         )
@@ -503,13 +509,15 @@ class Engine:
             self.k_cache[layer_index][slots, :, :T] = k
             self.v_cache[layer_index][slots, :, :T] = v
             out = causal_attention(q, k, v, is_causal=True)  # (B, H, T, D); grouped K/V broadcast
-            return attn.output_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.d_head))
+            return self._linear(
+                attn.output_proj, out.transpose(1, 2).reshape(B, T, self.n_heads * self.d_head)
+            )
 
         x = self.model.token_embeddings(tokens)
         for i in range(len(self.model.layers)):
             x = self._block(i, x, attend)
         x = x[torch.arange(B, device=x.device), last]  # (B, d)
-        return self.model.lm_head(self.model.ln_final(x))
+        return self._linear(self.model.lm_head, self.model.ln_final(x))
 
     @staticmethod
     def _key_mask(pos: Tensor, kv_len: int) -> Tensor:
@@ -525,7 +533,8 @@ class Engine:
         pos = start[:, None] + torch.arange(T, device=tokens.device)  # (n, T)
         write = pos.clamp(max=self.max_seq - 1)
         rows = torch.arange(n, device=tokens.device)[:, None]
-        mask = self._key_mask(pos, kv_len)[:, None, None]  # (n, 1, 1, T, S)
+        mask = self._key_mask(pos, kv_len)  # (n, T, S) -> (n, 1, G·T, S), rows in (head, position) order
+        mask = mask[:, None, None].expand(n, 1, G, T, kv_len).reshape(n, 1, G * T, kv_len)
         rope_pos = pos[:, None, :]  # (n, 1, T)
 
         def attend(attn, x: Tensor, layer_index: int) -> Tensor:
@@ -533,14 +542,14 @@ class Engine:
             kc, vc = self.k_cache[layer_index], self.v_cache[layer_index]
             kc[rows, :, write] = k.transpose(1, 2)  # (n, T, Hkv, D) at (row, :, position)
             vc[rows, :, write] = v.transpose(1, 2)
-            K = kc[:n, :, :kv_len].unsqueeze(2)  # (n, Hkv, 1, S, D)
-            V = vc[:n, :, :kv_len].unsqueeze(2)
-            qg = q.view(n, Hkv, G, T, self.d_head)
-            out = scaled_dot_product_attention(qg, K, V, mask)  # (n, Hkv, G, T, D)
-            out = out.reshape(n, self.n_heads, T, self.d_head).transpose(1, 2).reshape(n, T, -1)
-            return attn.output_proj(out)
+            # the G query heads of a K/V head (and their T positions) as one (G·T)-row matrix: a plain batched
+            # matmul against that head's keys, no repeated or broadcast-expanded K/V
+            qg = q.reshape(n, Hkv, G * T, self.d_head)
+            out = scaled_dot_product_attention(qg, kc[:n, :, :kv_len], vc[:n, :, :kv_len], mask)
+            out = out.view(n, self.n_heads, T, self.d_head).transpose(1, 2).reshape(n, T, -1)
+            return self._linear(attn.output_proj, out)
 
         x = self.model.token_embeddings(tokens)
         for i in range(len(self.model.layers)):
             x = self._block(i, x, attend)
-        return self.model.lm_head(self.model.ln_final(x))
+        return self._linear(self.model.lm_head, self.model.ln_final(x))
