@@ -103,7 +103,11 @@ def provenance(
     if run:
         parts.append(f"run {run}")
     parts.append(f"commit {commit or NOT_RECORDED}")
-    parts.append(str(date).replace("T", " ")[:19] if date else f"date {NOT_RECORDED}")
+    if date:  # an ISO timestamp (shown to the second) or a free-text range "a … b"
+        text = str(date).replace("T", " ")
+        parts.append(text if "…" in text else text[:19])
+    else:
+        parts.append(f"date {NOT_RECORDED}")
     parts.append(f"machine {machine or NOT_RECORDED}")
     if threads is None or threads == "":
         parts.append(f"threads {NOT_RECORDED}")

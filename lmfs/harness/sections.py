@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmfs.reporting import Section, escape, note, svg_figure, table_html
+from lmfs.reporting import Section, escape, note, provenance, svg_figure, table_html
 
 MAX_PLOTS_PER_FIGURE = 12
 
@@ -56,9 +56,11 @@ def grades(reports_dir: Path) -> Section | None:
         parts.append(table_html(summary))
     for d in docs:
         parts.append(f"<h3>{escape(d.get('name'))}</h3>")
-        parts.append(note(f"adapter {d.get('adapter')} · lmfs {d.get('lmfs_commit')} · {d.get('created')} · "
-                          f"timeout {d.get('timeout_s')} s · memory cap {d.get('memory_mb')} MB · "
-                          f"restarts {d.get('restarts')}"))
+        parts.append(provenance(
+            source=f"reports/grade/{d.get('name')}.json", commit=d.get("lmfs_commit"), date=d.get("created"),
+            machine=d.get("machine_id") or d.get("machine"), threads="n/a (pass/fail, not timings)",
+            extra=f"adapter {d.get('adapter')} · timeout {d.get('timeout_s')} s · memory cap "
+                  f"{d.get('memory_mb')} MB · restarts {d.get('restarts')}"))
         if d.get("error"):
             parts.append(f'<div class="error"><pre>{escape(d["error"])}</pre></div>')
         rows = [{"unit": u, **{k: acc.get(k) for k in ("earned", "possible", "percent", "passed", "failed", "skipped")}}
@@ -328,6 +330,16 @@ def history(reports_dir: Path) -> Section | None:
     for machine, mdf in df.groupby("machine_id", sort=True):
         commits = mdf.drop_duplicates("commit").sort_values("order")["commit"].tolist()
         parts.append(f"<h3>{escape(machine)} · {len(commits)} commit(s)</h3>")
+        dates = sorted(str(x) for x in mdf["datetime"].dropna().unique() if x)
+        n_loaded = int(mdf.drop_duplicates("commit")["loaded"].sum())
+        n_known = int(mdf.drop_duplicates("commit")["load_peak"].notna().sum())
+        parts.append(provenance(
+            source=f"reports/bench/{machine}/ ({len(commits)} stored runs)",
+            commit=f"{commits[0]} … {commits[-1]}" if len(commits) > 1 else commits[0],
+            date=f"{dates[0][:16]} … {dates[-1][:16]} UTC" if len(dates) > 1 else (dates[0] if dates else None),
+            machine=machine, threads=[int(t) for t in mdf["threads"].dropna().unique()],
+            extra=f"{n_loaded} of {n_known} runs with a load record taken under load; "
+                  f"{len(commits) - n_known} without one"))
         parts.append("<details><summary>stored runs: date, threads, load</summary>"
                      + table_html(runs_table(mdf, docs, machine)) + "</details>")
         if len(commits) < 2:
