@@ -570,7 +570,7 @@ def run_minhash_deduplication(
     minhash_deduplication(input_files, num_hashes, num_bands, ngrams, jaccard_threshold, output_directory)
 
 
-# ===== data: extraction, PII, Gopher (lmfs/data/extract.py, pii.py, gopher.py)
+# ===== data: extraction (Resiliparse), PII, Gopher (lmfs/data/extract.py, pii.py, gopher.py)
 
 
 def run_extract_text_from_html_bytes(html_bytes: bytes) -> str | None:
@@ -601,3 +601,30 @@ def run_gopher_quality_filter(text: str) -> bool:
     from lmfs.data.gopher import gopher_quality_filter
 
     return gopher_quality_filter(text)
+
+
+# ===== data: language ID, harmful content, quality (lmfs/data/langid.py, harmful.py, quality.py)
+
+
+def run_identify_language(text: str) -> tuple[Any, float]:
+    from lmfs.data.langid import identify_language
+
+    return identify_language(text)
+
+
+def run_classify_nsfw(text: str) -> tuple[Any, float]:
+    from lmfs.data.harmful import classify_nsfw
+
+    return classify_nsfw(text)
+
+
+def run_classify_toxic_speech(text: str) -> tuple[Any, float]:
+    from lmfs.data.harmful import classify_toxic_speech
+
+    return classify_toxic_speech(text)
+
+
+def run_classify_quality(text: str) -> tuple[Any, float]:
+    from lmfs.data.quality import classify_quality
+
+    return classify_quality(text)

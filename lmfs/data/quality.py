@@ -5,8 +5,10 @@ text is **Project Gutenberg prose** (``../shared/data/corpus/gutenberg_train.txt
 well-formed English, which is what "a page a Wikipedia editor would cite" selects for; German Wikipedia text
 would be the only real Wikipedia here, and it is 83 words. Negatives (``cc``) are **raw crawl**: windows of
 lines of the real Common Crawl pages (``../shared/data/web``, all of them, whatever their language) plus the
-low-quality page kinds of the synthetic crawl (:mod:`lmfs.data.synth`: spam, navigation-only boilerplate,
-keyword lists) generated with their own seeds, as the pipeline's extractor sees them.
+low-quality page kinds of the synthetic crawl (:mod:`lmfs.data.synth`: spam, navigation-only boilerplate)
+generated with their own seeds, as the pipeline's extractor sees them, plus generated crawl junk in six genres
+(menus, product listings, keyword spam, word salad, post metadata, tag clouds) over the vocabulary of the
+training books — so the classifier learns the shape of junk rather than a few templates' words.
 
 Held-out evaluation (written beside the model as JSON and shown by ``lmfs data train-quality``): Gutenberg
 books of ``gutenberg_valid.txt`` that neither training nor the synthetic benchmark crawl uses, synthetic junk
@@ -33,8 +35,8 @@ from lmfs.data.fasttext_util import load_model, predict
 
 __all__ = ["classify_quality", "default_model_path", "train_quality", "wiki_probability"]
 
-TRAIN_PARAMS = {"lr": 0.5, "epoch": 15, "wordNgrams": 2, "dim": 32, "minCount": 2, "bucket": 200_000,
-                "thread": 1, "seed": 1}
+TRAIN_PARAMS = {"lr": 0.5, "epoch": 10, "wordNgrams": 2, "dim": 32, "minCount": 2, "minn": 3, "maxn": 5,
+                "bucket": 200_000, "thread": 1, "seed": 1}
 
 
 def default_model_path() -> Path:
@@ -97,6 +99,59 @@ def _junk_samples(seed: int, n_docs: int) -> list[str]:
     return out
 
 
+_UI = ["Home", "About", "Contact", "Login", "Log in", "Sign up", "Register", "Cart", "Checkout", "Search", "Menu",
+       "Privacy", "Terms", "Help", "FAQ", "Blog", "News", "Shop", "Account", "Wishlist", "Compare", "Next", "Prev",
+       "More", "Share", "Tweet", "Like", "Reply", "Subscribe", "Newsletter", "Cookies", "Accept", "Sitemap"]
+
+
+def _vocab(path: Path, books: slice, max_bytes: int) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        corpus = f.read(max_bytes)
+    words = re.findall(r"[A-Za-z]{3,12}", " ".join(corpus.split("<|endoftext|>")[books]))
+    return sorted(set(w.lower() for w in words))
+
+
+def _crawl_junk(rng: random.Random, vocab: list[str], n: int) -> list[str]:
+    """Raw-crawl-like low-quality text in six genres built from a vocabulary: menus, product listings,
+    keyword spam, word salad, post metadata, tag clouds."""
+
+    def w(k: int) -> list[str]:
+        return [rng.choice(vocab) for _ in range(k)]
+
+    out = []
+    for i in range(n):
+        genre = i % 6
+        if genre == 0:
+            items = rng.sample(_UI, rng.randint(5, 12)) + [x.title() for x in w(rng.randint(2, 8))]
+            rng.shuffle(items)
+            out.append(rng.choice([" | ", " ", "\n", " > ", " · "]).join(items))
+        elif genre == 1:
+            rows = []
+            for _ in range(rng.randint(3, 10)):
+                name = " ".join(x.title() for x in w(rng.randint(1, 3)))
+                rows.append(f"{name} ${rng.randint(1, 999)}.{rng.randint(0, 99):02d} "
+                            f"{rng.choice(['Add to cart', 'Buy now', 'In stock', 'Quick view', 'Sold out'])}")
+            out.append(" ".join(rows))
+        elif genre == 2:
+            kw = " ".join(w(rng.randint(1, 2)))
+            parts = [rng.choice([f"buy {kw}", f"cheap {kw}", f"best {kw} online", f"{kw} discount", f"{kw} sale",
+                                 f"top {kw} 2020", "click here", "free shipping", f"{kw} {kw}"])
+                     for _ in range(rng.randint(6, 20))]
+            out.append(" ".join(parts))
+        elif genre == 3:
+            out.append(" ".join(w(rng.randint(10, 60))))
+        elif genre == 4:
+            out.append(" ".join(
+                f"Posted by {rng.choice(['admin', 'editor', 'guest'])} on 20{rng.randint(10, 20)}-"
+                f"{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} | {rng.randint(0, 99)} comments | "
+                f"Tags: {', '.join(w(rng.randint(2, 5)))} Read more"
+                for _ in range(rng.randint(1, 5))))
+        else:
+            out.append(" ".join(x.title() if rng.random() < 0.5 else x for x in w(rng.randint(8, 30)))
+                       + f" ({rng.randint(1, 500)})")
+    return out
+
+
 def _cc_samples(rng: random.Random) -> tuple[list[str], list[str]]:
     """Line windows of the real CC pages: (train pages, held-out pages), split by page."""
     from lmfs.data.extract import extract_text_from_html_bytes
@@ -154,10 +209,13 @@ def train_quality(out_path: str | os.PathLike, n_positive: int = 3000, seed: int
     pos_train = _gutenberg_samples(shared_data("corpus", "gutenberg_train.txt"), slice(0, 40), 12 << 20, rng,
                                    n_positive)
     cc_train, cc_test = _cc_samples(rng)
-    junk_train = _junk_samples(seed + 101, 1500)
+    gut_train, gut_valid = shared_data("corpus", "gutenberg_train.txt"), shared_data("corpus", "gutenberg_valid.txt")
+    junk_train = _junk_samples(seed + 101, 1500) + _crawl_junk(rng, _vocab(gut_train, slice(0, 40), 12 << 20),
+                                                              n_positive)
     neg_train = cc_train * 3 + junk_train
     pos_test = _gutenberg_samples(shared_data("corpus", "gutenberg_valid.txt"), slice(14, 20), 6 << 20, rng, 600)
-    junk_test = _junk_samples(seed + 202, 600)
+    junk_test = _junk_samples(seed + 202, 600) + _crawl_junk(random.Random(seed + 303),
+                                                             _vocab(gut_valid, slice(14, 20), 6 << 20), 600)
     train = [("wiki", t) for t in pos_train] + [("cc", t) for t in neg_train]
     rng.shuffle(train)
     out = Path(out_path)
@@ -181,7 +239,9 @@ def train_quality(out_path: str | os.PathLike, n_positive: int = 3000, seed: int
         "positives": "Project Gutenberg prose (gutenberg_train.txt, first 40 books); held out: gutenberg_valid "
         "books 15-20",
         "negatives": "line windows of the real CC sample pages (even pages; odd ones held out) + synthetic "
-        "spam/boilerplate pages (seed+101; held out seed+202)",
+        "spam/boilerplate pages (seed+101; held out seed+202) + crawl junk in six genres (menus, listings, "
+        "keyword spam, word salad, post metadata, tag clouds) over the training books' vocabulary (held out: "
+        "another seed over the held-out books' vocabulary)",
     }
     write_json_atomic(out.with_suffix(".json"), metrics)
     load_model.__globals__["_CACHE"].pop(os.fspath(out), None)
