@@ -126,10 +126,15 @@ def _checkout() -> Any:
     return Path(__file__).resolve().parent.parent
 
 
+#: changes that do not make measured numbers stale: prose and the report sections themselves
+NOT_CODE = (":(exclude,glob)**/*.md", ":(exclude,glob)**/report.py")
+
+
 def code_changed_since(
     paths: list[str], *, commit: str | None = None, date: str | None = None, root: Any = None
 ) -> list[str] | None:
-    """Commits (``"<hash> <subject>"``, newest first) that changed ``paths`` (relative to the checkout) after
+    """Commits (``"<hash> <subject>"``, newest first) that changed the code in ``paths`` (relative to the
+    checkout; Markdown and ``report.py`` modules do not count, see :data:`NOT_CODE`) after
     the data was made: after ``commit`` when it is known to git, else after ``date`` (ISO 8601). ``[]``: the
     data is as new as the code it describes; None: git cannot tell (no git, unknown commit and no date)."""
     import subprocess
@@ -146,10 +151,10 @@ def code_changed_since(
     if base:
         known = git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
         if known is not None and known.returncode == 0:
-            out = git("log", "--format=%h %s", f"{base}..HEAD", "--", *paths)
+            out = git("log", "--format=%h %s", f"{base}..HEAD", "--", *paths, *NOT_CODE)
             return out.stdout.splitlines() if out is not None and out.returncode == 0 else None
     if date:
-        out = git("log", "--format=%h %s", f"--since={date}", "HEAD", "--", *paths)
+        out = git("log", "--format=%h %s", f"--since={date}", "HEAD", "--", *paths, *NOT_CODE)
         return out.stdout.splitlines() if out is not None and out.returncode == 0 else None
     return None
 
@@ -190,3 +195,46 @@ def data_dirs(reports_dir: Any, unit: str) -> list[tuple[str, Any]]:
         if path.is_dir():
             out.append((label, path))
     return out
+
+
+def committed_at(path: Any, root: Any = None) -> tuple[str, str] | None:
+    """``(short hash, ISO date)`` of the last commit that changed the data file ``path``, None when it is not
+    committed (or no git). For stored data that records no commit of its own: the commit that brought it in
+    is an upper bound on when it was measured."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(root or _checkout())
+    try:
+        rel = Path(path).resolve().relative_to(root.resolve())
+        out = subprocess.run(["git", "log", "-1", "--format=%h %cI", "--", str(rel)], cwd=str(root),
+                             capture_output=True, text=True, timeout=30)
+    except (ValueError, OSError, subprocess.TimeoutExpired):
+        return None
+    parts = out.stdout.split()
+    return (parts[0], parts[1]) if out.returncode == 0 and len(parts) == 2 else None
+
+
+def data_provenance(path: Any, what: str, code: list[str], *, commit: str | None = None, date: str | None = None,
+                    machine: str | None = None, threads: Any = None, extra: str | None = None) -> str:
+    """:func:`provenance` plus :func:`staleness` for one stored data file: fields the file does not record
+    (commit, date) come from the commit that last changed it (marked "committed in")."""
+    from pathlib import Path
+
+    source = str(path)
+    try:
+        source = str(Path(path).resolve().relative_to(_checkout().resolve()))
+    except ValueError:
+        pass
+    if commit is None or date is None:
+        found = committed_at(path)
+        if found is not None:
+            commit = commit or f"committed in {found[0]}"
+            date = date or found[1]
+            base = commit if not commit.startswith("committed in ") else found[0]
+        else:
+            base = commit
+    else:
+        base = commit
+    return (provenance(source=source, commit=commit, date=date, machine=machine, threads=threads, extra=extra)
+            + staleness(what, code, commit=base, date=date))

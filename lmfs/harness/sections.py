@@ -336,7 +336,7 @@ def history(reports_dir: Path) -> Section | None:
         parts.append(provenance(
             source=f"reports/bench/{machine}/ ({len(commits)} stored runs)",
             commit=f"{commits[0]} … {commits[-1]}" if len(commits) > 1 else commits[0],
-            date=f"{dates[0][:16]} … {dates[-1][:16]} UTC" if len(dates) > 1 else (dates[0] if dates else None),
+            date=f"{dates[0][:16]} … {dates[-1][:16]}" if len(dates) > 1 else (dates[0] if dates else None),
             machine=machine, threads=[int(t) for t in mdf["threads"].dropna().unique()],
             extra=f"{n_loaded} of {n_known} runs with a load record taken under load; "
                   f"{len(commits) - n_known} without one"))

@@ -10,7 +10,7 @@ import pathlib
 from lmfs.reporting import Section, escape, note, provenance, staleness
 
 #: the code the stored decoding speed measures
-CODE = ["lmfs/nn", "lmfs/generate", "lmfs/cli/nn.py"]
+CODE = ["lmfs/nn", "lmfs/generate"]
 
 
 def section(reports_dir: pathlib.Path) -> Section | None:

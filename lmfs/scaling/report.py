@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmfs.reporting import Section, note, svg_figure, table_html
+from lmfs.reporting import Section, data_provenance, note, svg_figure, table_html
 
 PUBLISHED = {
     "Chinchilla (Hoffmann et al. 2022)": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
@@ -245,7 +245,12 @@ def section(reports_dir: Path) -> list[Section] | None:
 
     from lmfs.scaling.tables import load_epoch_table, load_isoflops_table, read_table
 
-    parts: list[str] = []
+    parts: list[str] = [
+        data_provenance(data_dir / name, name, ["lmfs/scaling"], machine="n/a (seeded fit)",
+                        threads="n/a (not a timing)")
+        for name in ("fit_epoch.json", "fit_isoflops.json", "sweep_cpu_fit.json", "simulator_strategy.json")
+        if (data_dir / name).is_file()
+    ]
     fits = [f for f in (epoch, iso) if f]
     if fits:
         parts.append(

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmfs.reporting import Section, escape, note, table_html
+from lmfs.reporting import Section, data_provenance, escape, note, table_html
 
 
 def section(reports_dir: Path) -> Section | None:
@@ -70,7 +70,9 @@ def _walkthrough(path: Path) -> str:
                 }
             )
     return (
-        note(
+        data_provenance(path, "the walkthrough build record", ["lmfs/tokenizer"], date=data.get("date"),
+                        machine=data.get("machine"), threads=train.get("threads"))
+        + note(
             "Compression on the Gutenberg validation split (higher bytes/token = fewer tokens for the same text)."
         )
         + table_html(pd.DataFrame(rows))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmfs.reporting import Section, escape, note, svg_figure, table_html
+from lmfs.reporting import Section, data_provenance, escape, note, svg_figure, table_html
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -107,7 +107,12 @@ def section(reports_dir: Path) -> Section | None:
             continue
         if not records:
             continue
-        parts = [f"<h3>{escape(run.name)}</h3>", _curve(records, run.name)]
+        cfg = summary.get("config", {}) if isinstance(summary.get("config"), dict) else {}
+        parts = [f"<h3>{escape(run.name)}</h3>",
+                 data_provenance(run / "summary.json", f"the exported run {run.name}", ["lmfs/train", "lmfs/nn",
+                                 "lmfs/optim"], commit=summary.get("commit"), date=summary.get("date"),
+                                 machine=summary.get("machine"), threads=cfg.get("threads")),
+                 _curve(records, run.name)]
         if summary:
             parts.append(_summary_table(summary))
         if (run / "samples.txt").is_file():
