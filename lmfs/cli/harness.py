@@ -56,6 +56,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
         reports_dir=_reports_dir(args),
         cwd=root if (root / "pyproject.toml").exists() else None,
         echo=lambda line: print(line, flush=True),
+        sandbox=args.sandbox,
+        tmp_mb=args.tmp_mb,
+        name=args.name,
     )
     print(f"grading {opts.adapter} on {opts.specs} (timeout {opts.timeout:g} s/test, memory cap "
           f"{opts.memory_mb or 'none'} MB)", flush=True)
@@ -65,6 +68,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     path = write_grade(doc, opts.reports_dir)
     print(format_table(doc))
+    sb = doc.get("sandbox") or {}
+    print(f"sandbox: {sb.get('tool')} (bwrap)" if sb.get("sandboxed") else
+          f"sandbox: NONE - this grade is NOT SANDBOXED ({sb.get('reason')})")
     failing = [t for t in doc["tests"] if t["outcome"] not in ("passed", "skipped")]
     failing.sort(key=lambda t: t["outcome"] == "missing")  # real failures first, "not written" last
     counts: dict[str, int] = {}
@@ -314,9 +320,10 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     def reports_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument("--reports-dir", help="reports folder (default: $LMFS_REPORTS_DIR or <repo>/reports)")
 
-    p = root.add_parser("grade", help="grade an adapter against the specs (each test in a child process that survives hangs, crashes and runaway memory)",
-                        description="Run specs/ against an adapter in a sandboxed child pytest; write "
-                        "reports/grade/<adapter-name>.json. Extra pytest args go after `--`.")
+    p = root.add_parser("grade", help="grade an adapter against the specs (the specs decide in a trusted process; the adapter runs in a sandbox)",
+                        description="Run specs/ in a trusted child pytest against an adapter hosted in a bubblewrap "
+                        "sandbox; write reports/grade/<name>.json (a run on some --units merges into it). "
+                        "Extra pytest args go after `--`.")
     p.add_argument("--adapter", default="lmfs.adapters", help="adapter .py file or module name (default lmfs.adapters)")
     p.add_argument("--specs", help="specs folder (default <repo>/specs)")
     p.add_argument("--units", nargs="+", metavar="UNIT", help="only these units (folders under specs/)")
@@ -325,6 +332,12 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("-k", help="pytest -k expression")
     p.add_argument("-m", help="pytest -m marker expression")
     p.add_argument("--show-failures", type=int, default=10, help="failing tests to list (default 10)")
+    p.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default="auto",
+                   help="the adapter's sandbox: auto (bwrap when it works here, else a loud warning and "
+                   "process-level limits), bwrap (refuse to grade without it), none (default auto)")
+    p.add_argument("--tmp-mb", type=int, default=512, help="size of the adapter's private /tmp in MiB (default 512)")
+    p.add_argument("--name", help="name of the grade file reports/grade/<name>.json (default: the adapter's "
+                   "file name and a hash of its path, or its module name)")
     reports_opt(p)
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_grade)

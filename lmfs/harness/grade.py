@@ -1,8 +1,13 @@
-"""Grading an adapter against the specs, safely.
+"""Grading an adapter against the specs, safely, and so that no submission can forge its grade.
 
-The specs run in a child ``pytest`` process, with lmfs's plugin loaded explicitly (``-p``: the specs may lie
-outside this checkout, away from its conftests), that writes one JSON line per test phase (``--grade-log``, see
-:mod:`lmfs.harness.pytest_plugin`). This process watches it:
+Three kinds of process: this one (the grader), a child ``pytest`` that runs the specs and decides every verdict
+(trusted: it never imports the submission), and a worker in a sandbox (:mod:`lmfs.harness.sandbox`) whose hosts
+import the adapter and answer the specs' calls (:mod:`lmfs.harness.remote`, :mod:`lmfs.harness.worker`). The
+child loads lmfs's plugin explicitly (``-p``: the specs may lie outside this checkout) and writes one JSON line
+per test phase (``--grade-log``, a file the worker cannot see). The first child's collection fixes the tests and
+their points before any submission code runs; a test that never reports is a failure (``not_run``); only a
+skip known at collection (a ``skip`` marker, no CUDA for a ``gpu`` spec) leaves the total, so every submission
+graded on one machine has the same total. This process watches the child:
 
 * **timeouts** — pytest-timeout (thread method) stops a slow test inside the child; if the child cannot act
   (a C call holding the GIL), the watcher kills the whole process group after ``1.5 x timeout + 2`` s;
@@ -11,15 +16,19 @@ outside this checkout, away from its conftests), that writes one JSON line per t
 * **crashes** — when the child dies (signal, ``os._exit``, kill), the test that had started without a
   report is recorded as failed with the reason, and a new child runs the tests not yet recorded.
 
+* **the adapter's crashes** — a host that dies (signal, ``os._exit``) fails the test it was in with the reason;
+  the spec process goes on, and the next call gets a new host.
+
 A missing adapter function (``AdapterMissing``) or ``NotImplementedError`` is a zero for that test; the child
 tells these apart by the type of the exception a test raised, not by the text of its report.
-Skipped tests (e.g. GPU specs on a CPU box) count in neither earned nor possible points.
-The result goes to ``reports/grade/<adapter-name>.json``.
+The result goes to ``reports/grade/<name>.json`` (:func:`grade_name`: a user-given name, or the adapter's file
+name with a hash of its resolved path), and a run on some units merges into the grade of earlier runs.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import resource
@@ -35,6 +44,7 @@ from typing import Any
 
 from lmfs.atomic import write_json_atomic
 from lmfs.harness.adapter import adapter_name, looks_like_path
+from lmfs.harness.sandbox import SandboxInfo, WorkerView, probe, submission_view, worker_command
 
 FAILED_OUTCOMES = ("failed", "error", "missing", "not_implemented", "timeout", "memory", "crashed", "not_run")
 
@@ -54,6 +64,10 @@ class GradeOptions:
     reports_dir: Path = Path("reports")
     cwd: Path | None = None
     echo: Callable[[str], None] | None = None  # progress lines (None: silent)
+    sandbox: str = "auto"  # auto: bwrap when it works here; bwrap: refuse to grade without it; none: fallback
+    tmp_mb: int = 512  # the worker's private /tmp
+    name: str | None = None  # the grade's file name (default: grade_name(adapter))
+    threads: int | None = None  # torch threads in the adapter's process (default: torch's own choice)
 
 
 def spec_paths(specs: Path, units: list[str] | None) -> list[Path]:
@@ -134,30 +148,66 @@ def _child_env() -> dict[str, str]:
     return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(paths))
 
 
-def preflight(opts: GradeOptions) -> None:
-    """Import the adapter in a throwaway child (under the same limits); raise :class:`GradeError` with a
-    clear message when it does not exist, fails to import, hangs or crashes."""
-    code = (
-        "import sys\n"
-        "from lmfs.harness.adapter import AdapterLoadError, load_adapter\n"
-        "try:\n    load_adapter(sys.argv[1])\n"
-        "except AdapterLoadError as exc:\n    print(exc, file=sys.stderr); sys.exit(3)\n"
-    )
+def preflight(opts: GradeOptions, view: WorkerView | None = None, info: SandboxInfo | None = None) -> None:
+    """Import the adapter once in the worker's sandbox (under the same limits); raise :class:`GradeError` with
+    a clear message when it does not exist, fails to import, hangs or crashes."""
+    if looks_like_path(opts.adapter) and not Path(opts.adapter).is_file():
+        raise GradeError(f"adapter file not found: {opts.adapter} (pass a .py file or an importable module name)")
+    if view is None or info is None:
+        info = info or probe(opts.sandbox)
+        view = _worker_view(opts, Path(tempfile.mkdtemp(prefix="lmfs-preflight-")))
+    from lmfs.harness.sandbox import fallback_env
+
+    cmd = worker_command(view, info, "check", opts.adapter, *view.sys_path)
+    limit = max(opts.timeout, 120)
     try:
-        res = subprocess.run(
-            [sys.executable, "-c", code, opts.adapter],
-            cwd=opts.cwd, env=_child_env(), capture_output=True, text=True, timeout=max(opts.timeout, 120),
-            preexec_fn=_limit_memory(opts.memory_mb),
-        )
-    except subprocess.TimeoutExpired:
-        raise GradeError(f"adapter {opts.adapter} did not finish importing within {max(opts.timeout, 120):.0f} s") from None
+        with open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(cmd, stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    cwd=str(view.scratch), env=None if info.sandboxed else fallback_env(),
+                                    preexec_fn=_limit_memory(opts.memory_mb), start_new_session=True)
+            try:
+                out, _ = proc.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                proc.communicate()
+                raise GradeError(f"adapter {opts.adapter} did not finish importing within {limit:.0f} s") from None
+            finally:
+                _kill_group(proc)  # nothing it started outlives the check
+    except OSError as exc:
+        raise GradeError(f"cannot start the grading worker: {exc}") from None
+    text = out[-64_000:].decode("utf-8", "replace")
+    res = subprocess.CompletedProcess(cmd, proc.returncode, "", text)
     if res.returncode == 0:
         return
     if res.returncode < 0:
         sig = signal.Signals(-res.returncode).name
         raise GradeError(f"adapter {opts.adapter} crashed the interpreter while importing ({sig})")
     detail = res.stderr.strip().splitlines()
-    raise GradeError(detail[-1] if detail else f"adapter {opts.adapter} failed to import (exit {res.returncode})")
+    msg = detail[-1] if detail else f"exit {res.returncode}"
+    raise GradeError(f"adapter {opts.adapter} failed to import: {msg}")
+
+
+def _shared_data_dir(opts: GradeOptions) -> Path | None:
+    """The shared data catalogue specs pass paths into (``$LMFS_SHARED_DIR`` or ``<checkout>/../shared``)."""
+    env = os.environ.get("LMFS_SHARED_DIR")
+    base = Path(opts.cwd or Path.cwd()).resolve()
+    for cand in ([Path(env)] if env else []) + [base.parent / "shared", Path(__file__).resolve().parents[3] / "shared"]:
+        if cand.is_dir():
+            return cand.resolve()
+    return None
+
+
+def _worker_view(opts: GradeOptions, scratch: Path) -> WorkerView:
+    readonly, sys_path = submission_view(opts.adapter, opts.cwd)
+    shared = _shared_data_dir(opts)
+    if shared is not None:
+        readonly.append(shared)
+    specs = Path(opts.specs).resolve()
+    for folder in readonly:  # a submission folder that holds the specs would show them
+        if folder == specs or folder in specs.parents:
+            raise GradeError(f"the adapter's folder {folder} contains the specs ({specs}); move the adapter "
+                             "into a folder of its own")
+    return WorkerView(scratch=scratch, readonly=readonly, sys_path=sys_path, tmp_mb=opts.tmp_mb)
 
 
 @dataclass
@@ -171,6 +221,7 @@ class _Child:
     returncode: int = 0
     killed_for: str | None = None
     tail: str = ""  # the end of the child's output
+    collected_done: bool = False
 
 
 def _consume(line: str, child: _Child) -> None:
@@ -178,8 +229,13 @@ def _consume(line: str, child: _Child) -> None:
         rec = json.loads(line)
     except json.JSONDecodeError:
         return  # a torn last line of a killed child
+    if not isinstance(rec, dict):
+        return
     event = rec.get("event")
     if event == "collected":
+        if child.collected_done:
+            return  # one collection per child: what the spec process found before any test ran
+        child.collected_done = True
         for it in rec.get("items", []):
             child.collected[it["nodeid"]] = it
     elif event == "collect_error":
@@ -196,7 +252,8 @@ def _consume(line: str, child: _Child) -> None:
             child.current = None
 
 
-def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int) -> _Child:
+def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int,
+               worker_conf: Path | None = None) -> _Child:
     from lmfs.harness.pytest_plugin import PYTEST_ARGS  # imports pytest: only where a child pytest runs
 
     log = work / f"grade-log-{attempt}.jsonl"
@@ -212,7 +269,13 @@ def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int) 
         "-p", "no:cacheprovider", "-q", "-rN",
         *opts.pytest_args,
     ]
+    if worker_conf is not None:
+        cmd += ["--grade-worker", str(worker_conf), "--basetemp", str(work / "scratch" / f"pytest-{attempt}")]
     env = _child_env()
+    if worker_conf is not None:  # the specs' own temporary files must be where the worker can read them
+        tmpdir = work / "scratch" / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmpdir)
     hard_timeout = 1.5 * opts.timeout + 2.0
     rss_cap = int(1.25 * opts.memory_mb * 2**20) if opts.memory_mb else None
     child = _Child()
@@ -288,13 +351,17 @@ def _death_record(child: _Child, opts: GradeOptions) -> dict[str, Any]:
 
 
 def summarize(tests: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Per-unit subtotals and the total: earned, possible (skipped excluded), passed, failed, skipped."""
+    """Per-unit subtotals and the total: earned, possible (tests skipped at collection excluded), passed,
+    failed, skipped."""
     units: dict[str, dict[str, Any]] = {}
 
     def bump(acc: dict[str, Any], t: dict[str, Any]) -> None:
         acc["tests"] += 1
         if t["outcome"] == "skipped":
             acc["skipped"] += 1
+            if t.get("static_skip", True):  # known at collection: out of the total for every submission
+                return
+            acc["possible"] += t["points"]  # a skip while running stays in the total (earns nothing)
             return
         acc["possible"] += t["points"]
         acc["earned"] += t["earned"]
@@ -318,7 +385,17 @@ def grade(opts: GradeOptions) -> dict[str, Any]:
     if looks_like_path(opts.adapter):
         opts.adapter = str(Path(opts.adapter).resolve())
     paths = spec_paths(opts.specs, opts.units)
-    preflight(opts)
+    if looks_like_path(opts.adapter) and not Path(opts.adapter).is_file():
+        raise GradeError(f"adapter file not found: {opts.adapter} (pass a .py file or an importable module name)")
+    info = probe(opts.sandbox)
+    if opts.sandbox == "bwrap" and not info.sandboxed:
+        raise GradeError(f"no sandbox: {info.reason}")
+    if not info.sandboxed:
+        warn = (f"WARNING: grading WITHOUT a sandbox ({info.reason}). The adapter runs with only process-level "
+                "limits: it can read files, use the network and leave processes. The grade is marked "
+                "'not sandboxed'.")
+        echo(warn)
+        print(warn, file=sys.stderr, flush=True)
     collected: dict[str, dict[str, Any]] = {}
     records: dict[str, dict[str, Any]] = {}
     collect_errors: dict[str, dict[str, Any]] = {}
@@ -327,12 +404,25 @@ def grade(opts: GradeOptions) -> dict[str, Any]:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lmfs-grade-") as tmp:
         work = Path(tmp)
+        (work / "scratch").mkdir()
+        view = _worker_view(opts, work / "scratch")
+        preflight(opts, view, info)
+        worker_conf = work / "worker.json"
+        worker_conf.write_text(json.dumps({
+            "adapter": opts.adapter, "scratch": str(view.scratch), "sandbox": info.as_dict(),
+            "readonly": [str(p) for p in view.readonly], "sys_path": view.sys_path, "memory_mb": opts.memory_mb,
+            "tmp_mb": opts.tmp_mb, "threads": opts.threads,
+        }))
         (work / "done.txt").write_text("")
         attempt = 0
         while True:
-            child = _run_child(opts, paths, work, attempt)
+            child = _run_child(opts, paths, work, attempt, worker_conf)
             attempt += 1
-            collected.update(child.collected)
+            if not collected:
+                collected.update(child.collected)  # the first spec process fixes the tests and their points
+            child.records = {k: v for k, v in child.records.items() if k in collected}
+            if child.current is not None and child.current.get("nodeid") not in collected:
+                child.current = None
             for ce in child.collect_errors:
                 collect_errors.setdefault(ce["nodeid"], ce)
             new = {k: v for k, v in child.records.items() if k not in records}
@@ -344,7 +434,12 @@ def grade(opts: GradeOptions) -> dict[str, Any]:
                 echo(f"  {rec['outcome'].upper()}: {rec['nodeid']} - {rec['message'][:160]}")
                 new[rec["nodeid"]] = rec
             remaining = [n for n in collected if n not in records]
-            if not remaining and collected:
+            if not collected:
+                if child.returncode == 5 or (not child.collect_errors and child.returncode in (0, 5)):
+                    break  # no tests in these specs at all (an empty selection), not a 0/0 grade of a submission
+                fatal = f"the spec process collected no tests (exit {child.returncode}): {crash_context(child.tail)}"
+                break
+            if not remaining:
                 break
             if not died and not remaining:
                 if child.returncode not in (0, 1, 5):
@@ -364,15 +459,19 @@ def grade(opts: GradeOptions) -> dict[str, Any]:
     for nodeid, rec in records.items():
         meta = collected.get(nodeid, {})
         points = float(meta.get("points", rec.get("points", 1.0)))
+        outcome = str(rec.get("outcome"))
+        if outcome not in ("passed", "skipped", *FAILED_OUTCOMES):
+            outcome = "failed"
         tests.append(
             {
                 "nodeid": nodeid,
                 "unit": meta.get("unit", rec.get("unit", "other")),
                 "points": points,
-                "earned": points if rec["outcome"] == "passed" else 0.0,
-                "outcome": rec["outcome"],
+                "earned": points if outcome == "passed" else 0.0,
+                "outcome": outcome,
                 "duration": round(float(rec.get("duration") or 0.0), 4),
-                "message": rec.get("message", ""),
+                "message": str(rec.get("message", ""))[-2000:],
+                "static_skip": bool(meta.get("static_skip")) if outcome == "skipped" else False,
             }
         )
     for nodeid, meta in collected.items():
@@ -387,7 +486,9 @@ def grade(opts: GradeOptions) -> dict[str, Any]:
     commit, dirty = git_commit(opts.cwd)
     doc = {
         "adapter": opts.adapter,
-        "name": adapter_name(opts.adapter),
+        "name": opts.name or grade_name(opts.adapter),
+        "sandbox": info.as_dict(),
+        "units_run": sorted(opts.units) if opts.units else None,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "lmfs_commit": (commit + ("-dirty" if dirty else "")) if commit else None,
         "specs": [str(p) for p in paths],
@@ -406,12 +507,47 @@ def grade(opts: GradeOptions) -> dict[str, Any]:
     return doc
 
 
+def grade_name(adapter: str) -> str:
+    """The grade's file name: a module name as it is; a file by its last path parts plus a hash of its resolved
+    path, so two students' ``.../hw/tests/adapters.py`` never share a grade."""
+    name = adapter_name(adapter)
+    if looks_like_path(adapter):
+        digest = hashlib.sha256(str(Path(adapter).resolve()).encode()).hexdigest()[:10]
+        name = f"{name}-{digest}"
+    return name
+
+
 def grade_path(reports_dir: Path, name: str) -> Path:
     return Path(reports_dir) / "grade" / f"{name}.json"
 
 
+def merge_grades(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` on top of ``old`` (same adapter): the tests of the units ``new`` ran replace old ones; the other
+    units' tests stay. The sandbox flag is the weakest of the two."""
+    ran = set(new.get("units_run") or [t["unit"] for t in new["tests"]])
+    kept = [t for t in old.get("tests", []) if t["unit"] not in ran]
+    tests = kept + list(new["tests"])
+    units, total = summarize(tests)
+    merged = dict(new, tests=tests, units=units, total=total, units_run=sorted(ran | {t["unit"] for t in kept}))
+    runs = list(old.get("runs") or [{k: old.get(k) for k in ("created", "units_run", "lmfs_commit", "specs")}])
+    merged["runs"] = [*runs, {k: new.get(k) for k in ("created", "units_run", "lmfs_commit", "specs")}]
+    old_sb, new_sb = old.get("sandbox") or {}, new.get("sandbox") or {}
+    if not (old_sb.get("sandboxed") and new_sb.get("sandboxed")):
+        merged["sandbox"] = dict(new_sb, sandboxed=False,
+                                 reason=new_sb.get("reason") or old_sb.get("reason") or "an earlier run was not sandboxed")
+    return merged
+
+
 def write_grade(doc: dict[str, Any], reports_dir: Path) -> Path:
+    """Write the grade; a run on some units (``units_run``) merges into an earlier grade of the same adapter."""
     path = grade_path(reports_dir, doc["name"])
+    if doc.get("units_run") is not None and path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and old.get("adapter") == doc.get("adapter") and isinstance(old.get("tests"), list):
+            doc = merge_grades(old, doc)
     write_json_atomic(path, doc)
     return path
 

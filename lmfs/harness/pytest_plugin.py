@@ -69,6 +69,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--grade-skip", default=None, help="deselect the test ids listed (one per line) in this file (used by the grader)"
     )
+    group.addoption(
+        "--grade-worker", default=None,
+        help="JSON settings of the worker that hosts the adapter (used by the grader: the adapter is never "
+        "imported in this process)",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before hypothesis's own plugin, so that --hypothesis-profile wins
@@ -83,6 +88,8 @@ def pytest_configure(config: pytest.Config) -> None:
     ):
         config.addinivalue_line("markers", line)
     spec = config.getoption("--adapter")
+    if config.getoption("--grade-worker"):
+        return  # the adapter lives in the worker; nothing of it is imported here
     if spec is not None and spec != DEFAULT_ADAPTER:
         try:  # fail the run up front, with a clear message, when the adapter cannot be loaded
             config._lmfs_adapter = Adapter(load_adapter(spec), spec)  # type: ignore[attr-defined]
@@ -96,6 +103,12 @@ def adapter(request: pytest.FixtureRequest) -> Adapter:
     cached = getattr(request.config, "_lmfs_adapter", None)
     if cached is not None:
         return cached
+    session = _worker_session(request.config)
+    if session is not None:
+        from lmfs.harness.remote import RemoteAdapter
+
+        request.config._lmfs_adapter = RemoteAdapter(session)  # type: ignore[attr-defined]
+        return request.config._lmfs_adapter  # type: ignore[attr-defined]
     spec = request.config.getoption("--adapter") or DEFAULT_ADAPTER
     try:
         ad = Adapter(load_adapter(spec), spec)
@@ -113,6 +126,48 @@ def run_ranks():
     from lmfs.harness.distributed import run_ranks as run
 
     return run
+
+
+def _worker_session(config: pytest.Config):
+    """The graded run's worker session (started on first use), or None outside ``lmfs grade``."""
+    path = config.getoption("--grade-worker")
+    if not path:
+        return None
+    session = getattr(config, "_lmfs_worker", None)
+    if session is None:
+        from lmfs.harness.remote import WorkerSession
+        from lmfs.harness.sandbox import SandboxInfo
+
+        with open(path, encoding="utf-8") as fh:
+            conf = json.load(fh)
+        info = SandboxInfo(conf["sandbox"]["mode"], conf["sandbox"].get("tool"), conf["sandbox"].get("reason"))
+        session = WorkerSession(conf["adapter"], scratch=Path(conf["scratch"]), sandbox=info,
+                                readonly=[Path(p) for p in conf["readonly"]], sys_path=conf["sys_path"],
+                                memory_mb=conf.get("memory_mb"), tmp_mb=int(conf.get("tmp_mb", 512)),
+                                threads=conf.get("threads"))
+        config._lmfs_worker = session  # type: ignore[attr-defined]
+    return session
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """After each test, nothing the adapter started survives but its host; after a module's last test the
+    host goes too (module-scoped fixtures may hold its objects until then)."""
+    try:
+        return (yield)
+    finally:
+        session = getattr(item.config, "_lmfs_worker", None)
+        if session is not None:
+            same_module = nextitem is not None and getattr(nextitem, "module", None) is getattr(item, "module", 0)
+            if not same_module:
+                session.close_host()
+            session.reap(keep_host=same_module)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = getattr(config, "_lmfs_worker", None)
+    if session is not None:
+        session.close()
 
 
 def _cuda_available() -> bool:
@@ -249,6 +304,10 @@ def exception_outcome(exc: BaseException) -> str | None:
         return None
     if isinstance(exc, AdapterMissing):
         return "missing"
+    from lmfs.harness.worker import WorkerDied
+
+    if isinstance(exc, WorkerDied):  # raised by the trusted side when the adapter's process ended
+        return exc.kind if exc.kind in ("crashed", "memory") else "crashed"
     if isinstance(exc, (AdapterNotImplemented, NotImplementedError)):
         return "not_implemented"
     if isinstance(exc, MemoryError) or _torch_out_of_memory(exc):
@@ -298,7 +357,9 @@ class _GradeLog:
             {
                 "event": "collected",
                 "items": [
-                    {"nodeid": it.nodeid, "unit": item_unit(it), "points": item_points(it)} for it in session.items
+                    {"nodeid": it.nodeid, "unit": item_unit(it), "points": item_points(it),
+                     "static_skip": _static_skip(it)}
+                    for it in session.items
                 ],
             }
         )
@@ -349,6 +410,18 @@ class _GradeLog:
                     "message": message,
                 }
             )
+
+
+def _static_skip(item: pytest.Item) -> str | None:
+    """Why a test is skipped before it runs (a ``skip`` marker, ``skipif`` true at collection, no CUDA for a
+    ``gpu`` test), else None. Only these leave the total: they are known before any adapter code runs."""
+    for mark in item.iter_markers("skip"):
+        return str(mark.kwargs.get("reason") or (mark.args[0] if mark.args else "skipped"))
+    for mark in item.iter_markers("skipif"):
+        cond = mark.args[0] if mark.args else mark.kwargs.get("condition")
+        if isinstance(cond, bool) and cond:
+            return str(mark.kwargs.get("reason") or "skipif")
+    return None
 
 
 def _logged_outcome(report: pytest.TestReport) -> str:
