@@ -59,6 +59,8 @@ class ToyNet(nn.Module):
 
 
 def _wrappers(adapter, variant: str, bucket_mb: float | None):
+    if variant == "ddp-2026":  # the spring-2026 names: get_ddp is the individual-parameter wrapper
+        return adapter.get_ddp, None, adapter.ddp_on_after_backward
     if variant == "individual":
         return (
             adapter.get_ddp_individual_parameters,
@@ -154,6 +156,11 @@ def _bucketed_ranks(rank: int, world: int, adapter) -> None:
         _train_and_compare(rank, world, adapter, "bucketed", mb, with_unused=False)
 
 
+def _ddp_2026_ranks(rank: int, world: int, adapter) -> None:
+    _train_and_compare(rank, world, adapter, "ddp-2026", None, with_unused=False)
+    _train_and_compare(rank, world, adapter, "ddp-2026", None, with_unused=True)
+
+
 def _unused_ranks(rank: int, world: int, adapter) -> None:
     _train_and_compare(rank, world, adapter, "individual", None, with_unused=True)
     for mb in BUCKET_SIZES_MB:
@@ -164,13 +171,28 @@ def _unused_ranks(rank: int, world: int, adapter) -> None:
 def test_ddp_individual_parameters_matches_single_process(adapter, run_ranks):
     """Rank-0 broadcast at construction; then, with tied weights and a frozen parameter, every step equals
     single-process training on the global batch."""
+    _need(adapter, "get_ddp_individual_parameters", "ddp_individual_parameters_on_after_backward")
     run_ranks(_individual_ranks, WORLD, adapter)
 
 
 @pytest.mark.points(4)
 def test_ddp_bucketed_matches_single_process(adapter, run_ranks):
     """As above for bucketed DDP, with one parameter per bucket, a few per bucket, and one bucket."""
+    _need(adapter, "get_ddp_bucketed", "ddp_bucketed_on_train_batch_start", "ddp_bucketed_on_after_backward")
     run_ranks(_bucketed_ranks, WORLD, adapter)
+
+
+def _need(adapter, *names: str) -> None:
+    for name in names:
+        getattr(adapter, name)  # missing is graded "missing", not as a rank's traceback
+
+
+@pytest.mark.points(4)
+def test_ddp_2026_matches_single_process(adapter, run_ranks):
+    """The 2026 names (``get_ddp``, ``ddp_on_after_backward``): rank-0 broadcast, then every step equals
+    single-process training on the global batch, also with a parameter that gets no gradient."""
+    _need(adapter, "get_ddp", "ddp_on_after_backward")
+    run_ranks(_ddp_2026_ranks, WORLD, adapter)
 
 
 @pytest.mark.points(2)
@@ -178,6 +200,7 @@ def test_ddp_parameter_without_gradient(adapter, run_ranks):
     """A trainable parameter that gets no gradient (on every rank) neither hangs nor corrupts the step: the
     other parameters still equal single-process training, and it stays unchanged (both wrappers; bucketed
     with the unused parameter alone in a bucket, sharing one, and in the only bucket)."""
+    _need(adapter, "get_ddp_individual_parameters", "get_ddp_bucketed")
     run_ranks(_unused_ranks, WORLD, adapter)
 
 
@@ -216,10 +239,13 @@ def _count_all_reduce() -> list[int]:
     return counter
 
 
-def _overlap_ranks(rank: int, world: int, adapter) -> None:
+OVERLAP_2025 = (("individual", None), ("bucketed", BUCKET_SIZES_MB[0]))
+
+
+def _overlap_ranks(rank: int, world: int, adapter, variants: tuple = OVERLAP_2025) -> None:
     counter = _count_all_reduce()
     _Probe.counter = counter
-    for variant, mb in (("individual", None), ("bucketed", BUCKET_SIZES_MB[0])):
+    for variant, mb in variants:
         wrap, on_start, on_after = _wrappers(adapter, variant, mb)
         torch.manual_seed(0)
         ddp = wrap(ToyNet())
@@ -253,4 +279,13 @@ def test_ddp_communication_overlaps_backward(adapter, run_ranks):
     backward (none left for ``..._on_after_backward`` to start). Counted by wrapping
     ``torch.distributed.all_reduce`` (an implementation must call it through the ``torch.distributed``
     module for this spec to see the calls)."""
+    _need(adapter, "get_ddp_individual_parameters", "get_ddp_bucketed")
     run_ranks(_overlap_ranks, WORLD, adapter)
+
+
+@pytest.mark.points(2)
+def test_ddp_2026_communication_overlaps_backward(adapter, run_ranks):
+    """As above for ``get_ddp``: asynchronous all-reduces issued while backward runs, one per trainable
+    parameter."""
+    _need(adapter, "get_ddp", "ddp_on_after_backward")
+    run_ranks(_overlap_ranks, WORLD, adapter, (("ddp-2026", None),))
