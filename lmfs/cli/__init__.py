@@ -22,10 +22,12 @@ UNIT_CLIS = (
     "lmfs.cli.nn",
     "lmfs.cli.train",
     "lmfs.cli.generate",
+    "lmfs.cli.serve",
     "lmfs.cli.scaling",
     "lmfs.cli.profile",
     "lmfs.cli.eval",
     "lmfs.cli.align",
+    "lmfs.cli.data",
 )
 
 

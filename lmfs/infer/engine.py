@@ -176,7 +176,11 @@ class Request:
         piece = self.text[self.emitted : end]
         self.emitted = max(self.emitted, end)
         if self.on_event is not None and (piece or final):
-            self.on_event(self, piece, final)
+            try:
+                self.on_event(self, piece, final)
+            except Exception:  # a listener that fails (e.g. its event loop closed) must not stop the engine
+                self.on_event = None
+                self.cancelled = True
 
 
 class Engine:

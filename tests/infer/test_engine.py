@@ -18,13 +18,13 @@ VOCAB = 95
 
 
 class CharTokenizer:
-    """Printable ASCII, one id per character (id i is chr(32 + i))."""
+    """Printable ASCII, one id per character (id i is chr(32 + i)); a newline is encoded as "~"."""
 
     def __init__(self) -> None:
         self.vocab = {i: bytes([32 + i]) for i in range(VOCAB)}
 
     def encode(self, text: str) -> list[int]:
-        return [ord(c) - 32 for c in text]
+        return [94 if c == "\n" else ord(c) - 32 for c in text]  # a newline reads as "~"
 
     def decode(self, ids) -> str:
         return "".join(chr(32 + i) for i in ids)
