@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -321,8 +322,10 @@ def history(reports_dir: Path) -> Section | None:
         "lines mark change points: binary segmentation on the log series, confirmed by Mann–Whitney U on the "
         "per-round ratios around them (red = slower, green = faster; dotted and '?' = too few rounds to "
         "confirm). The last table compares the last two commits: REGRESSION only when lmfs's ratio to its "
-        "peer got worse by more than 10 % and Mann–Whitney U on the per-round ratios gives p < 0.01; "
-        "'inconclusive' when the rounds are too few for that test ever to reach p < 0.01.")]
+        "peer got worse by more than 10 % and Mann–Whitney U on the per-round ratios gives p < 0.01 and the "
+        "change stands out of the spread of all benchmarks' ratios (3 robust sigmas; load that changes during "
+        "a run scatters them: 'within spread'); 'inconclusive' when the rounds are too few for that test ever "
+        "to reach p < 0.01.")]
     parts.append(note(f"A run is 'under load' when its 1-minute load average, at start or end, exceeds "
                       f"{LOADED_PER_CPU:g} × its usable cores. Runs stored before the load was recorded say "
                       f"'not recorded'."))
@@ -359,7 +362,10 @@ def history(reports_dir: Path) -> Section | None:
             parts.append(f"<h4>{escape(b)} vs {escape(a)}</h4>")
             parts.append(run_provenance(machine, a, docs.get((machine, a)), mdf[mdf["commit"] == a]))
             parts.append(run_provenance(machine, b, docs.get((machine, b)), mdf[mdf["commit"] == b]))
-            parts.append(note("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))))
+            spread = cmp_.attrs.get("spread")
+            parts.append(note("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                              + (f"; spread of the ratios vs peer: ×{math.exp(spread):.3f} (robust sigma of "
+                                 f"their logs)" if spread is not None else "")))
             cmp_ = cmp_.assign(median_a=cmp_["median_a"].map(_fmt_time), median_b=cmp_["median_b"].map(_fmt_time))
             cmp_ = cmp_.rename(columns={"median_a": f"{a[:7]} median", "median_b": f"{b[:7]} median",
                                         "ratio": "time ratio", "peer_ratio": "peer's ratio",
