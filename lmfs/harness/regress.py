@@ -324,9 +324,13 @@ def history_changes(df: pd.DataFrame, alpha: float = 0.01, window: int = 5, **kw
                     # "?": too few raw rounds to confirm with the rank test
                     "kind": ("regression" if ratio > 1 else "improvement") + ("?" if p is None else ""),
                     "p_value": p,
+                    "_order": float(g["order"].iloc[cp]),
                 }
             )
-    return pd.DataFrame(
+    out = pd.DataFrame(
         rows,
-        columns=["machine_id", "benchmark", "basis", "commit", "previous", "index", "ratio", "kind", "p_value"],
+        columns=["machine_id", "benchmark", "basis", "commit", "previous", "index", "ratio", "kind", "p_value",
+                 "_order"],
     )
+    out = out.sort_values(["machine_id", "benchmark", "_order"], kind="stable").reset_index(drop=True)
+    return out.drop(columns=["_order"])
