@@ -529,9 +529,12 @@ class Engine:
         keys = torch.arange(kv_len, device=pos.device)
         return keys[None, None, :] <= pos[:, :, None]
 
-    def _forward_step(self, tokens: Tensor, start: Tensor, kv_len: int) -> Tensor:
+    def _forward_step(
+        self, tokens: Tensor, start: Tensor, kv_len: int, num_layers: int | None = None
+    ) -> Tensor:
         """Rows 0..n-1 of the cache: feed tokens (n, T) at positions start[b] + t, write their K/V there, attend
-        over cache positions < kv_len with keys j ≤ position. Returns logits (n, T, V)."""
+        over cache positions < kv_len with keys j ≤ position. Returns logits (n, T, V). ``num_layers``: run only
+        the first layers, then the final norm and LM head (the early-exit draft of self-speculation)."""
         n, T = tokens.shape
         G, Hkv = self.group, self.n_kv
         pos = start[:, None] + torch.arange(T, device=tokens.device)  # (n, T)
@@ -554,6 +557,6 @@ class Engine:
             return self._linear(attn.output_proj, out)
 
         x = self.model.token_embeddings(tokens)
-        for i in range(len(self.model.layers)):
+        for i in range(num_layers or len(self.model.layers)):
             x = self._block(i, x, attend)
         return self._linear(self.model.lm_head, self.model.ln_final(x))

@@ -321,3 +321,56 @@ def test_background_loop_serves_threads(model):
         assert [results[i] for i in range(5)] == [reference(model, p, 8) for p in prompts]
     finally:
         engine.stop_loop()
+
+
+# ---------------------------------------------------------------- speculative decoding in the engine
+
+
+@pytest.mark.parametrize("draft", ["layers:1", "ngram", "ngram:2"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_speculative_greedy_equals_reference(draft, k):
+    m = make_model(seed=4, num_layers=3)
+    prompts = random_prompts([4, 12, 1, 7, 9], seed=13)
+    news = [14, 5, 9, 20, 3]
+    engine = Engine(m, max_batch=3, max_seq=40, draft=draft, draft_k=k)
+    outs = engine.generate(prompts, [SamplingParams(temperature=0, max_tokens=n) for n in news])
+    assert [o.token_ids for o in outs] == [reference(m, p, n) for p, n in zip(prompts, news, strict=True)]
+    assert engine.stats.draft_proposed > 0
+    # the decode steps emitted more tokens than they took: at least one draft was accepted somewhere
+    assert 0 <= engine.stats.draft_accepted <= engine.stats.draft_proposed
+
+
+def test_ngram_draft_is_accepted_on_repetitive_text():
+    """A model that has learned nothing repeats; on a periodic prompt prompt lookup is mostly accepted."""
+    m = make_model(seed=4)
+    engine = Engine(m, max_batch=1, max_seq=64, draft="ngram", draft_k=4)
+    prompt = [5, 6, 7, 8] * 6
+    out = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=30))[0]
+    assert out.token_ids == reference(m, prompt, 30)
+    assert engine.stats.decode_steps < 30  # fewer target passes than tokens
+
+
+def test_speculative_sampling_is_seeded_and_reaches_the_end():
+    m = make_model(seed=4, num_layers=3)
+    prompts = random_prompts([5, 8], seed=3)
+    params = [SamplingParams(temperature=0.8, max_tokens=12, seed=i) for i in range(2)]
+    a = Engine(m, max_batch=2, max_seq=40, draft="layers:2", draft_k=3).generate(prompts, params)
+    b = Engine(m, max_batch=2, max_seq=40, draft="layers:2", draft_k=3).generate(prompts, params)
+    assert [o.token_ids for o in a] == [o.token_ids for o in b]
+    assert all(len(o.token_ids) == 12 for o in a)
+
+
+def test_speculative_cache_end_is_respected():
+    m = make_model(seed=4, num_layers=3)
+    engine = Engine(m, max_batch=1, max_seq=16, draft="ngram", draft_k=4)
+    out = engine.generate([list(range(10))], SamplingParams(temperature=0, max_tokens=100))[0]
+    assert out.token_ids == reference(m, list(range(10)), 7) and out.finish_reason == "length"
+
+
+def test_bad_drafts():
+    m = make_model(num_layers=2)
+    for bad in ("layers:2", "layers:0", "layers:x", "ngram:0", "medusa"):
+        with pytest.raises(ValueError):
+            Engine(m, max_seq=32, draft=bad)
+    with pytest.raises(ValueError, match="draft_k"):
+        Engine(m, max_seq=32, draft="ngram", draft_k=0)
