@@ -65,6 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     from lmfs.train.checkpoint import CheckpointError
     from lmfs.train.config import ConfigError, load_config
     from lmfs.train.loop import NonFiniteLossError, train
+    from lmfs.train.runlock import RunLockedError
 
     overrides = list(args.overrides)
     overrides += [f"{k}={getattr(args, k)}" for k in _SHORTHANDS if getattr(args, k) is not None]
@@ -81,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         result = train(cfg, progress=not args.no_progress)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+    except RunLockedError as exc:
+        raise CLIError(str(exc), code=1) from None
     except NonFiniteLossError as exc:
         raise CLIError(str(exc), code=1) from None
     print(json.dumps(result.to_dict(), indent=2))

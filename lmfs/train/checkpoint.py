@@ -7,17 +7,31 @@ A checkpoint file is a ``torch.save`` of a dict (loadable with ``weights_only=Tr
 
 Atomic write: the bytes go to a hidden temp file beside the target, which is flushed and fsync'ed, then
 ``os.replace``'d over the target and the folder is fsync'ed. A crash at any moment leaves either the old
-file or the new one, never a torn one. Runs keep ``checkpoints/ckpt_<iteration>.pt`` files;
-:func:`latest_checkpoint` finds the newest complete one, :func:`find_checkpoint` the one a path names, and
-:func:`load_model` rebuilds the model a run saved (from its config, nested or in the older flat layout).
+file or the new one, never a torn one. A save that fails for lack of space raises :class:`CheckpointError`
+saying "disk full" and leaves the previous checkpoint untouched. Runs keep ``checkpoints/ckpt_<iteration>.pt``
+files; :func:`latest_checkpoint` finds the newest complete one, :func:`newest_valid_checkpoint` the newest one
+that verifies, :func:`find_checkpoint` the one a path names, and :func:`load_model` rebuilds the model a run
+saved (from its config, nested or in the older flat layout).
+
+Verification. A checkpoint is a zip archive whose every record (the pickle and each tensor's bytes) carries a
+CRC-32 of its content; ``torch.load`` does not check them, so a flipped bit in tensor data would load silently.
+:func:`verify_checkpoint` re-reads every record and compares the CRCs, and :func:`read_checkpoint` does so
+before loading: a corrupted, truncated or empty file raises :class:`CheckpointError` naming the file (and the
+damaged record). Resuming skips such files (moving them aside as ``<name>.corrupt``) and falls back to the
+newest checkpoint that verifies, saying so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import random
 import re
+import shutil
+import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -87,15 +101,46 @@ def _sleep_hook(iteration: int) -> None:
         time.sleep(float(seconds or 60))
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it wraps, as torch's zip writer wraps the OSError) is ENOSPC / EDQUOT."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return True
+        if "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike, before_replace: Any = None) -> None:
     """``torch.save(obj)`` to ``path`` atomically (:func:`lmfs.atomic.atomic_open`: temp file + fsync +
-    os.replace + fsync of the folder). ``before_replace`` runs once the temp file is complete and fsync'ed."""
-    with atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
-        if before_replace is not None:
-            fh.flush()
-            os.fsync(fh.fileno())
-            before_replace()
+    os.replace + fsync of the folder). ``before_replace`` runs once the temp file is complete and fsync'ed.
+
+    A write that fails for lack of space raises :class:`CheckpointError` saying "disk full"; ``path`` keeps its
+    previous content and the temp file is removed."""
+    try:
+        with atomic_open(path, "wb") as fh:
+            torch.save(obj, fh)
+            if before_replace is not None:
+                fh.flush()
+                os.fsync(fh.fileno())
+                before_replace()
+    except (OSError, RuntimeError) as exc:
+        if not _is_disk_full(exc):
+            raise
+        folder = Path(path).parent
+        try:
+            free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        raise CheckpointError(
+            f"cannot save checkpoint {path}: disk full (no space left on device in {folder}, {free}); "
+            "nothing was replaced, the previous checkpoint is still the newest. Free some space (or lower "
+            "keep_checkpoints) and run again to resume"
+        ) from None
 
 
 def save_checkpoint(
@@ -130,11 +175,54 @@ def save_checkpoint(
         torch.save(payload, out)
 
 
-def read_checkpoint(src: PathOrFile, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint's payload dict (see the module docstring). Raises CheckpointError when unreadable."""
+def verify_checkpoint(src: PathOrFile) -> None:
+    """Check that ``src`` is a complete zip archive whose every record matches its stored CRC-32.
+
+    Raises :class:`CheckpointError` naming the file: empty, truncated, not a zip archive, or a record (e.g.
+    ``data/3``, a tensor's bytes) whose content does not match its checksum. A file object is read from its
+    current position and left there."""
+    name = str(src) if isinstance(src, (str, os.PathLike)) else getattr(src, "name", "<file object>")
+    if isinstance(src, (str, os.PathLike)):
+        if not Path(src).is_file():
+            raise CheckpointError(f"checkpoint not found: {src}")
+        if Path(src).stat().st_size == 0:
+            raise CheckpointError(f"checkpoint {name} fails verification: the file is empty")
+    start = None if isinstance(src, (str, os.PathLike)) else src.tell()
+    try:
+        with zipfile.ZipFile(src) as archive:  # type: ignore[arg-type]
+            for info in archive.infolist():
+                try:
+                    with archive.open(info) as fh:
+                        while fh.read(1 << 22):  # zipfile checks the CRC-32 when the record is read to its end
+                            pass
+                except zipfile.BadZipFile as exc:
+                    raise CheckpointError(
+                        f"checkpoint {name} fails verification: record {info.filename} is corrupted ({exc})"
+                    ) from None
+                except (EOFError, OSError, ValueError) as exc:
+                    raise CheckpointError(
+                        f"checkpoint {name} fails verification: record {info.filename} is truncated ({exc})"
+                    ) from None
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(
+            f"checkpoint {name} fails verification: not a complete checkpoint archive (truncated or "
+            f"overwritten?): {exc}"
+        ) from None
+    finally:
+        if start is not None:
+            src.seek(start)
+
+
+def read_checkpoint(
+    src: PathOrFile, map_location: str | torch.device = "cpu", *, verify: bool = True
+) -> dict[str, Any]:
+    """Load a checkpoint's payload dict (see the module docstring), after :func:`verify_checkpoint` (unless
+    ``verify`` is False). Raises CheckpointError when unreadable or when verification fails."""
     name = str(src) if isinstance(src, (str, os.PathLike)) else getattr(src, "name", "<file object>")
     if isinstance(src, (str, os.PathLike)) and not Path(src).is_file():
         raise CheckpointError(f"checkpoint not found: {src}")
+    if verify:
+        verify_checkpoint(src)
     try:
         payload = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as exc:
@@ -183,9 +271,50 @@ def list_checkpoints(folder: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint in ``folder``, or None."""
+    """The newest complete checkpoint in ``folder`` (by name; not verified), or None."""
     found = list_checkpoints(folder)
     return found[-1][1] if found else None
+
+
+def _say(message: str) -> None:
+    print(f"lmfs: warning: {message}", file=sys.stderr, flush=True)
+
+
+def newest_valid_checkpoint(
+    folder: str | os.PathLike,
+    *,
+    map_location: str | torch.device = "cpu",
+    quarantine: bool = False,
+    say: Any = _say,
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``folder`` that verifies, with its payload; None when there is none.
+
+    Each newer one that fails verification is reported through ``say`` by name (and with ``quarantine``
+    renamed to ``<name>.corrupt``, so later runs neither count nor prune it); falling back to an older one
+    is reported too."""
+    skipped: list[Path] = []
+    for _, path in reversed(list_checkpoints(folder)):
+        try:
+            payload = read_checkpoint(path, map_location=map_location)
+        except CheckpointError as exc:
+            skipped.append(path)
+            note = ""
+            if quarantine:
+                bad = path.with_name(path.name + ".corrupt")
+                with contextlib.suppress(OSError):
+                    path.replace(bad)
+                    note = f"; moved aside as {bad.name}"
+            say(f"{exc}{note}")
+            continue
+        if skipped:
+            say(
+                f"falling back to {path} (step {int(payload['iteration'])}), the newest checkpoint that "
+                f"verifies; skipped {', '.join(p.name for p in skipped)}"
+            )
+        return path, payload
+    if skipped:
+        say(f"no checkpoint in {folder} verifies ({', '.join(p.name for p in skipped)})")
+    return None
 
 
 def prune_checkpoints(folder: str | os.PathLike, keep: int) -> None:
@@ -208,14 +337,18 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
-    """``path`` itself when it is a file; for a run folder (or its ``checkpoints/``), the newest checkpoint."""
+    """``path`` itself when it is a file; for a run folder (or its ``checkpoints/``), the newest checkpoint that
+    verifies (newer ones that do not are reported on stderr)."""
     p = Path(path)
     if p.is_file():
         return p
     for folder in (p / "checkpoints", p):
-        found = latest_checkpoint(folder)
-        if found is not None:
-            return found
+        if latest_checkpoint(folder) is None:
+            continue
+        found = newest_valid_checkpoint(folder)
+        if found is None:
+            raise CheckpointError(f"no checkpoint in {folder} verifies: every one is corrupted or truncated")
+        return found[0]
     raise FileNotFoundError(
         f"no checkpoint at {p}: pass a checkpoint file or a run folder with checkpoints/ckpt_*.pt"
     )

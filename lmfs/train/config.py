@@ -89,6 +89,7 @@ class TrainConfig:
     dtype: str = "float32"  # parameter dtype: float32 | bfloat16
     autocast_bf16: bool = False  # bf16 autocast of the forward pass
     compile: bool = False  # torch.compile the model
+    parallel: str = "none"  # none | ddp | fsdp | zero1: several processes under torchrun (lmfs.train.distributed)
     threads: int = 0  # torch.set_num_threads; 0 leaves torch's default
     seed: int = 0
     out_dir: str = "runs/train/default"
@@ -134,9 +135,16 @@ class TrainConfig:
             need(getattr(self, name) >= 0, f"{name} must be >= 0 (got {getattr(self, name)})")
         need(self.lr > 0, f"lr must be > 0 (got {self.lr})")
         need(0 <= self.min_lr <= self.lr, f"min_lr must be in [0, lr={self.lr}] (got {self.min_lr})")
+        cycle = (
+            f"cosine_cycle_iters={self.cosine_cycle_iters}"
+            if self.cosine_cycle_iters
+            else f"max_steps={self.max_steps}, the run's length"
+        )
         need(
             self.warmup_iters <= self.schedule_cycle,
-            f"warmup_iters ({self.warmup_iters}) must not exceed the cosine cycle ({self.schedule_cycle})",
+            f"warmup_iters ({self.warmup_iters}) must not exceed the cosine cycle ({cycle}): lower warmup_iters "
+            f"(--set warmup_iters={self.schedule_cycle}) or raise "
+            f"{'cosine_cycle_iters' if self.cosine_cycle_iters else 'max_steps'}",
         )
         need(self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
         need(
@@ -159,6 +167,10 @@ class TrainConfig:
         )
         need(bool(self.train_data), "train_data is empty: set it to a token file (.npy or .bin)")
         need(bool(self.out_dir), "out_dir is empty: set it to the run folder")
+        need(
+            self.parallel in ("none", "ddp", "fsdp", "zero1"),
+            f"parallel must be none, ddp, fsdp or zero1 (got {self.parallel!r})",
+        )
         dev = self.device.split(":")[0]
         need(
             dev in ("cpu", "cuda", "mps", "auto"),

@@ -60,8 +60,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(
-                f"device {device!r} is not usable: CUDA is not available on this machine (Torch not compiled with "
-                "CUDA enabled, or no GPU visible); use device 'cpu'"
+                f"device {device!r} is not usable: no CUDA device on this machine (torch built without CUDA, or "
+                "no GPU visible); use --device cpu (or auto)"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise RuntimeError(

@@ -6,7 +6,13 @@ the learning rate from the cosine schedule (linear warmup). Every ``eval_interva
 atomically. Starting again on the same ``out_dir`` resumes from the newest complete checkpoint; on the CPU the
 resumed run is bit-identical to an uninterrupted one (the batch sampler's generator and every global RNG are
 restored). A NaN/inf loss or gradient norm stops the run with :class:`NonFiniteLossError` before the bad step
-is applied, leaving the last good checkpoint in place.
+is applied, naming the newest checkpoint that verifies.
+
+Reliability. A run holds an exclusive lock on its ``out_dir`` (:mod:`lmfs.train.runlock`) while it trains: a
+second training into the same folder stops with :class:`~lmfs.train.runlock.RunLockedError`, and the lock of a
+killed run is taken over. Resuming verifies each checkpoint's checksums (:func:`~lmfs.train.checkpoint.
+verify_checkpoint`) and falls back to the newest one that verifies, saying which it skipped. Starting a run
+that already reached ``max_steps`` (or its time limit) says "already complete at step N" and changes nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +31,8 @@ import torch
 
 from lmfs.train.checkpoint import (
     checkpoint_path,
-    latest_checkpoint,
+    newest_valid_checkpoint,
     prune_checkpoints,
-    read_checkpoint,
     remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
@@ -64,7 +70,14 @@ def _pick_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
-    return resolve_device(name)
+    try:
+        return resolve_device(name)
+    except RuntimeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _note(message: str) -> None:
+    print(f"lmfs train: {message}", file=sys.stderr, flush=True)
 
 
 def _tokens(path: str, what: str, cfg: TrainConfig) -> np.ndarray:
@@ -145,6 +158,20 @@ def _check_same_model(saved: dict[str, Any] | None, cfg: TrainConfig, ckpt: Path
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None) -> TrainResult:
+    """Train the model ``cfg`` describes, resuming from ``cfg.out_dir`` when it holds a checkpoint; the run
+    folder is locked meanwhile (RunLockedError when another training holds it). See :func:`_train`."""
+    from lmfs.train.runlock import run_lock
+
+    cfg.validate()
+    if cfg.parallel != "none":  # several processes (torchrun): DDP, ZeRO-1 or FSDP
+        from lmfs.train.distributed import train_distributed
+
+        return train_distributed(cfg, progress=progress, stop_at=stop_at)
+    with run_lock(cfg.out_dir, say=_note):
+        return _train(cfg, progress=progress, stop_at=stop_at)
+
+
+def _train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None) -> TrainResult:
     """Train the model ``cfg`` describes, resuming from ``cfg.out_dir`` when it holds a checkpoint.
 
     Args:
@@ -181,9 +208,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
     sampler = torch.Generator().manual_seed(cfg.seed)  # batch starts; saved and restored with checkpoints
 
     step, prior_wall, last_train, last_val = 0, 0.0, math.nan, None
-    ckpt = latest_checkpoint(ckpt_dir) if cfg.resume else None
-    if ckpt is not None:
-        state = read_checkpoint(ckpt, map_location=device)
+    found = newest_valid_checkpoint(ckpt_dir, map_location=device, quarantine=True) if cfg.resume else None
+    if found is not None:
+        ckpt, state = found
         _check_same_model(state.get("config"), cfg, ckpt)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -195,6 +222,20 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
             extra.get("train_loss", math.nan),
             extra.get("val_loss"),
         )
+        timed_out = bool(cfg.max_wall_seconds) and prior_wall >= cfg.max_wall_seconds
+        if step >= cfg.max_steps or timed_out:  # nothing to do: leave the finished run as it is
+            why = f"max_steps {cfg.max_steps}" if step >= cfg.max_steps else f"max_wall_seconds {cfg.max_wall_seconds:g}"
+            _note(f"run {out_dir} is already complete at step {step} ({why}); nothing changed")
+            return TrainResult(
+                final_train_loss=last_train,
+                final_val_loss=last_val,
+                steps=step,
+                tokens_seen=int(extra.get("tokens_seen", step * cfg.tokens_per_step)),
+                wall_seconds=prior_wall,
+                out_dir=out_dir,
+                n_params=n_params,
+            )
+        _note(f"resumed from step {step} ({ckpt})")
     truncate_metrics(out_dir / "metrics.jsonl", step)  # drop what was logged after that checkpoint
     save_config(cfg, out_dir / "config.json")
 
@@ -278,14 +319,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = None
             train_loss = (loss_sum / cfg.grad_accum_steps).item()
             grad_norm = float(clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else math.nan
             if not math.isfinite(train_loss) or (cfg.grad_clip > 0 and not math.isfinite(grad_norm)):
-                good = latest_checkpoint(ckpt_dir)
+                good = newest_valid_checkpoint(ckpt_dir, say=lambda _: None)
                 log.write(
                     {"kind": "error", "step": step + 1, "train_loss": train_loss, "grad_norm": grad_norm}
                 )
                 bar.close()
                 raise NonFiniteLossError(
                     f"training stopped at step {step + 1}: loss {train_loss}, gradient norm {grad_norm} (lr {lr:.3g}). "
-                    f"The step was not applied; the last good checkpoint is {good or 'none (no checkpoint yet)'}. "
+                    "The step was not applied; the newest checkpoint that verifies is "
+                    f"{good[0] if good else 'none (no checkpoint yet, or none verifies)'}. "
                     "Lower lr, raise warmup_iters, keep grad_clip on, or check the data for bad token ids."
                 )
             optimizer.step()

@@ -55,3 +55,31 @@ def tiny_config(tmp_path: Path, **overrides: Any) -> TrainConfig:
     )
     values.update(overrides)
     return config_from_dict(values).validate()
+
+
+def tensor_record_span(path: Path) -> tuple[str, int, int]:
+    """(record name, offset in the file, length) of the largest tensor's bytes inside a checkpoint archive."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = path.read_bytes()
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+    return info.filename, info.header_offset + 30 + name_len + extra_len, info.file_size
+
+
+def corrupt_tensor_data(path: Path, n_bytes: int) -> str:
+    """Damage the middle of the largest tensor's bytes in place: one flipped bit (``n_bytes=0``) or ``n_bytes``
+    bytes XOR 0xFF. Returns the damaged record's name."""
+    name, start, size = tensor_record_span(path)
+    raw = bytearray(path.read_bytes())
+    mid = start + size // 2
+    if n_bytes == 0:
+        raw[mid] ^= 0x10
+    else:
+        assert n_bytes <= size
+        for i in range(mid - n_bytes // 2, mid - n_bytes // 2 + n_bytes):
+            raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return name

@@ -88,7 +88,7 @@ def test_latest_ignores_temp_files_and_prune_keeps_newest(tmp_path: Path) -> Non
 
 def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*junk\.pt"):
+    with pytest.raises(CheckpointError, match=r"checkpoint .*junk\.pt fails verification"):
         read_checkpoint(tmp_path / "junk.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an lmfs checkpoint"):

@@ -102,7 +102,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(
     monkeypatch.setattr(loop, "_loss", flaky_loss)
     cfg = tiny_config(tmp_path, eval_interval=0, val_data="")
     with pytest.raises(
-        NonFiniteLossError, match=r"stopped at step 6: loss nan.*last good checkpoint is .*ckpt_00000004.pt"
+        NonFiniteLossError, match=r"stopped at step 6: loss nan.*newest checkpoint that verifies is .*ckpt_00000004.pt"
     ):
         train(cfg, progress=False)
     ckpts = list_checkpoints(Path(cfg.out_dir) / "checkpoints")
