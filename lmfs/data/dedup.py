@@ -11,7 +11,8 @@
 The MinHash work is vectorized in numpy over whole batches of documents (:class:`MinHasher`): the normalized
 texts of a batch are one byte array; word hashes come from a polynomial prefix hash over it (no Python loop over
 words), n-gram hashes from a polynomial over consecutive word hashes, and each of the ``num_hashes`` hash
-functions is ``mix64(ngram_hash ^ seed_i)`` reduced per document with ``np.minimum.reduceat``. The exact
+functions is ``a_i * ngram_hash + b_i`` (mod 2^64, ``a_i`` odd; the n-gram hashes are already SplitMix-mixed)
+reduced per document with ``np.minimum.reduceat``. The exact
 Jaccard check runs on the sorted unique n-gram hashes (64-bit; a collision would need ~2^32 n-grams). The
 pipeline's global near-dedup step (:mod:`lmfs.data.steps`) uses the same pieces: signatures per shard, then
 :func:`lsh_clusters` over all of them.
@@ -115,27 +116,32 @@ def exact_line_deduplication(
 # ----------------------------------------------------------------------------------------------- MinHash
 
 
-_WS = re.compile(r"\s+")
-class _DeleteTable(dict):
-    """``str.translate`` table deleting combining marks and punctuation (Unicode category P*), filled lazily:
-    each code point is classified once per process, on first sight."""
-
-    def __missing__(self, cp: int) -> int | None:
-        ch = chr(cp)
-        keep = not (unicodedata.combining(ch) or unicodedata.category(ch).startswith("P"))
-        value = cp if keep else None
-        self[cp] = value
-        return value
-
-
-_DELETE = _DeleteTable()
+_ASCII_PUNCT = bytes(c for c in range(128) if unicodedata.category(chr(c)).startswith("P"))
 
 
 def normalize_text(text: str) -> str:
     """NFD, strip combining marks (accents), lowercase, delete punctuation (Unicode category P*), collapse runs
     of whitespace to one space and trim. ``"Café, RÉSUMÉ!"`` -> ``"cafe resume"``."""
-    text = unicodedata.normalize("NFD", text).translate(_DELETE)
-    return _WS.sub(" ", text.lower()).strip()
+    if text.isascii():  # NFD is the identity on ASCII: delete punctuation bytewise
+        text = text.encode("ascii").translate(None, _ASCII_PUNCT).decode("ascii")
+    else:
+        text = unicodedata.normalize("NFD", text)
+        extra = sorted(c for c in set(_NON_ASCII.findall(text)) if _deleted(c))
+        cls = re.escape(_ASCII_PUNCT.decode("ascii") + "".join(extra))
+        text = re.sub(f"[{cls}]+", "", text)
+    return " ".join(text.lower().split())
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_DELETED: dict[str, bool] = {}
+
+
+def _deleted(ch: str) -> bool:
+    """Is ``ch`` a combining mark or punctuation (Unicode category P*)? Cached per process."""
+    v = _DELETED.get(ch)
+    if v is None:
+        v = _DELETED[ch] = bool(unicodedata.combining(ch) or unicodedata.category(ch).startswith("P"))
+    return v
 
 
 def ngram_set(text: str, n: int) -> set[str]:
@@ -202,7 +208,11 @@ class MinHasher:
         if ngrams <= 0:
             raise ValueError(f"ngrams must be positive, got {ngrams}")
         self.num_hashes, self.ngrams, self.chunk = num_hashes, ngrams, chunk
-        self.seeds = _seeds(num_hashes)
+        seeds = _seeds(2 * num_hashes)
+        # hash function i: x -> a_i * x + b_i (mod 2**64), a_i odd: multiply-add over the mixed 64-bit n-gram
+        # hashes (the multiply-shift family; the minimum is decided by the well-mixed high bits)
+        self.mult = (seeds[:num_hashes] | np.uint64(1))[:, None]
+        self.add = seeds[num_hashes:][:, None]
 
     def _doc_grams(self, normalized: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Unique sorted n-gram hashes per document, concatenated, with offsets."""
@@ -273,7 +283,8 @@ class MinHasher:
                 seg = grams[lo:hi]
                 rel = offsets[docs] - lo
                 with np.errstate(over="ignore"):
-                    h = _mix64(seg[None, :] ^ self.seeds[:, None])
+                    h = seg[None, :] * self.mult
+                    h += self.add
                 sigs[docs] = np.minimum.reduceat(h, rel, axis=1).T
                 i = j
         return sigs, grams, offsets

@@ -170,13 +170,14 @@ def _pii(rng: random.Random) -> tuple[str, dict[str, int]]:
 
 
 def _near_dup(paragraphs: list[str], rng: random.Random) -> list[str]:
-    out = []
-    for p in paragraphs:
-        words = p.split()
-        for _ in range(max(1, len(words) // 100)):
-            words[rng.randrange(len(words))] = rng.choice(_FILLER)
-        out.append(" ".join(words))
-    return out
+    """About one word in a hundred of the whole page replaced (at least one)."""
+    words = [p.split() for p in paragraphs]
+    total = sum(map(len, words))
+    for _ in range(max(1, total // 100)):
+        k = rng.randrange(len(words))
+        if words[k]:
+            words[k][rng.randrange(len(words[k]))] = rng.choice(_FILLER)
+    return [" ".join(w) for w in words]
 
 
 def _warc_record(url: str, html: bytes, index: int, shard: str) -> bytes:
