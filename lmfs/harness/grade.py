@@ -184,6 +184,9 @@ def preflight(opts: GradeOptions, view: WorkerView | None = None, info: SandboxI
         raise GradeError(f"adapter {opts.adapter} crashed the interpreter while importing ({sig})")
     detail = res.stderr.strip().splitlines()
     msg = detail[-1] if detail else f"exit {res.returncode}"
+    top = opts.adapter.split(".")[0]
+    if not looks_like_path(opts.adapter) and msg.startswith("ModuleNotFoundError") and repr(top) in msg:
+        raise GradeError(f"adapter module {opts.adapter!r} not found ({msg}); pass a .py path or an importable name")
     raise GradeError(f"adapter {opts.adapter} failed to import: {msg}")
 
 

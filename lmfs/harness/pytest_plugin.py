@@ -149,6 +149,22 @@ def _worker_session(config: pytest.Config):
     return session
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the worker and its first host before the first test, so that their start-up (importing torch,
+    then the adapter) counts against no test's timeout."""
+    worker = _worker_session(session.config)
+    if worker is not None and session.items:
+        _warm(worker)
+
+
+def _warm(worker) -> None:
+    try:
+        worker.get_peer()
+    except Exception:  # noqa: BLE001 - the first test that uses the adapter reports it
+        worker.close_host()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> object:
     """After each test, nothing the adapter started survives but its host; after a module's last test the
@@ -162,6 +178,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
             if not same_module:
                 session.close_host()
             session.reap(keep_host=same_module)
+            if not same_module and nextitem is not None:
+                _warm(session)  # the next module's host, while no test is timed
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -147,7 +147,9 @@ def _np():
 
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
-_PICKLE = object()  # "pickle this object as pickle would" (its class is importable in the worker)
+_PICKLE = object()
+from collections import OrderedDict as _OrderedDict  # noqa: E402  # "pickle this object as pickle would" (its class is importable in the worker)
+
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
@@ -160,6 +162,19 @@ def _plain_base(obj: Any) -> type | None:
 
 class _Bridge:
     """The autograd graph of a tensor that stayed behind: ``backward`` runs it (see :class:`Peer`)."""
+
+
+DIGEST_MAX_NUMEL = 1 << 16
+
+
+def _digest(t) -> bytes | None:
+    """A content digest of a small tensor: collectives (``dist.broadcast``, ``all_reduce``) write in place
+    without bumping the version counter, so small tensors are compared by content too."""
+    if t.numel() > DIGEST_MAX_NUMEL or t.device.type != "cpu":
+        return None
+    import hashlib
+
+    return hashlib.blake2b(_tensor_bytes(t), digest_size=16).digest()
 
 
 def _tensor_bytes(t) -> bytes:
@@ -200,6 +215,9 @@ class _Pickler(pickle.Pickler):
             return None
         if t is _Handle:
             return ("H", self.peer.export(obj.obj))
+        own = _proxied_handle(obj, self.peer)
+        if own is not None:  # a proxy of the other side's object goes back as its handle
+            return ("H", (not self.peer.trusted, own, {}))
         if id(obj) in self.peer._probing:
             return None
         torch = sys.modules.get("torch")
@@ -224,6 +242,8 @@ class _Pickler(pickle.Pickler):
             return ("p", str(obj))
         if isinstance(obj, types.ModuleType):
             return ("H", self.peer.export(obj))
+        if t is _OrderedDict:  # kept as it is (module hooks need it); the trusted side may build it
+            return None
         if t is memoryview or t is bytearray:
             return ("P", "bytes", bytes(obj))
         base = _plain_base(obj)
@@ -380,7 +400,7 @@ class Peer:
     # ------------------------------------------------------------------ tensors
     def _grad_state(self, t) -> tuple:
         g = t.grad if t.is_leaf else None
-        return (None, 0) if g is None else (id(g), g._version)
+        return (None, 0) if g is None else (id(g), g._version, _digest(g))
 
     def _encode_tensor(self, t) -> tuple:
         sid = self._sid_of.get(id(t))
@@ -403,6 +423,7 @@ class Peer:
             graph = (gid, inputs)
         self._shared[sid][1] = t._version
         self._shared[sid][2] = self._grad_state(t)
+        self._shared[sid][3] = _digest(t)
         return (
             sid, str(t.dtype).rsplit(".", 1)[-1], tuple(t.shape), _tensor_bytes(t),
             bool(t.requires_grad), bool(t.is_leaf), isinstance(t, torch.nn.Parameter), grad, graph,
@@ -417,7 +438,7 @@ class Peer:
             if sid_of.get(key) == sid:
                 sid_of.pop(key, None)
 
-        shared[sid] = [weakref.ref(t, gone), t._version, self._grad_state(t)]
+        shared[sid] = [weakref.ref(t, gone), t._version, self._grad_state(t), _digest(t)]
         sid_of[key] = sid
 
     def _graph_inputs(self, t) -> list[int]:
@@ -489,6 +510,7 @@ class Peer:
         if entry is not None:
             entry[1] = t._version
             entry[2] = self._grad_state(t)
+            entry[3] = _digest(t)
 
     def _bridge(self, graph: tuple, data):
         torch = _torch()
@@ -511,12 +533,13 @@ class Peer:
             if t is None:
                 continue
             gs = self._grad_state(t)
-            if t._version != entry[1] or gs != entry[2]:
+            dg = _digest(t)
+            if t._version != entry[1] or gs != entry[2] or dg != entry[3]:
                 grad = None
                 if t.is_leaf and t.grad is not None:
                     grad = (str(t.grad.dtype).rsplit(".", 1)[-1], tuple(t.grad.shape), _tensor_bytes(t.grad))
                 changes.append((sid, str(t.dtype).rsplit(".", 1)[-1], tuple(t.shape), _tensor_bytes(t), grad))
-                entry[1], entry[2] = t._version, gs
+                entry[1], entry[2], entry[3] = t._version, gs, dg
         return changes
 
     def _sync_in(self, changes: Any) -> None:
@@ -1017,6 +1040,20 @@ class RemoteObject:
 
     def __reduce__(self):
         raise TypeError(f"a remote object cannot be pickled ({type(self).__name__})")
+
+
+def _proxied_handle(obj: Any, peer: Peer) -> int | None:
+    """The other side's handle id when ``obj`` is one of ``peer``'s proxies (object, class or file)."""
+    if isinstance(obj, _RemoteFile):
+        return obj._hid if obj._peer is peer else None
+    if isinstance(obj, RemoteObject) or (isinstance(obj, type) and issubclass(obj, RemoteObject)):
+        try:
+            owner = object.__getattribute__(obj, "_lmfs_peer") if not isinstance(obj, type) else obj._lmfs_peer
+            hid = object.__getattribute__(obj, "_lmfs_hid") if not isinstance(obj, type) else obj._lmfs_hid
+        except AttributeError:
+            return None
+        return hid if owner is peer else None
+    return None
 
 
 class _RemoteFile(io.RawIOBase):

@@ -154,7 +154,8 @@ def test_grader_scores_by_exception_type(tmp_path: Path) -> None:
     specs = tmp_path / "specs" / "kinds"
     specs.mkdir(parents=True)
     (specs / "test_kinds.py").write_text(textwrap.dedent(SPECS))
-    adapter = tmp_path / "adapters.py"
+    adapter = tmp_path / "student" / "adapters.py"  # a folder of its own: the sandbox shows it, not the specs
+    adapter.parent.mkdir()
     adapter.write_text(textwrap.dedent(ADAPTER))
     doc = grade(GradeOptions(adapter=str(adapter), specs=tmp_path / "specs", timeout=60, memory_mb=4096,
                              reports_dir=tmp_path, cwd=ROOT))
