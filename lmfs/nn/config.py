@@ -46,7 +46,9 @@ class TransformerConfig:
     ``norm``: "pre" (course default, final RMSNorm), "post" (normalize after each residual add; no final
     norm) or "none". ``position``: "rope" or "none" (NoPE). ``ffn``: "swiglu" or "silu" (ungated).
     ``num_kv_heads`` < ``num_heads`` gives grouped-query attention. ``tie_embeddings`` shares the token
-    embedding with the output projection.
+    embedding with the output projection. ``activation_checkpointing`` = k > 0 recomputes every k-th block
+    (blocks 0, k, 2k, ...) in backward instead of keeping its activations; it changes memory and time, not
+    the model.
     """
 
     vocab_size: int = field(metadata=_help("token vocabulary size"))
@@ -64,6 +66,11 @@ class TransformerConfig:
     position: Literal["rope", "none"] = field(default="rope", metadata=_help("position encoding"))
     ffn: Literal["swiglu", "silu"] = field(default="swiglu", metadata=_help("feed-forward network"))
     eps: float = field(default=1e-5, metadata=_help("RMSNorm epsilon"))
+    activation_checkpointing: int = field(
+        default=0,
+        metadata=_help("recompute blocks in backward instead of storing their activations: 0 none, "
+                       "1 every block, k every k-th block (training only)"),
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -136,6 +143,12 @@ def config_problems(values: Mapping[str, Any]) -> list[str]:
     for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("ffn", FFNS)):
         if name in values and values[name] not in allowed:
             out.append(f"{name} must be one of {allowed}, got {values[name]!r}")
+    if "activation_checkpointing" in values:
+        value = values["activation_checkpointing"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            out.append(
+                f"activation_checkpointing must be an integer >= 0 (0 none, 1 every block, k every k-th), got {value!r}"
+            )
     for name in ("rope_theta", "eps"):
         if name in values:
             value = values[name]

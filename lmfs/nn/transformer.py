@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from lmfs.nn.attention import AttentionFn, MultiHeadSelfAttention
@@ -139,8 +140,14 @@ class TransformerLM(nn.Module):
                 start = kv_cache.length
                 token_positions = torch.arange(start, start + seq, device=in_indices.device)
         x = self.token_embeddings(in_indices)
+        every = self.config.activation_checkpointing
+        recompute = every > 0 and self.training and kv_cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x = layer(x, token_positions, kv_cache, i)
+            if recompute and i % every == 0:
+                # keep only the block's input; backward runs its forward again
+                x = torch.utils.checkpoint.checkpoint(layer, x, token_positions, use_reentrant=False)
+            else:
+                x = layer(x, token_positions, kv_cache, i)
         if kv_cache is not None:
             kv_cache.advance(seq)
         return self.lm_head(self.ln_final(x))

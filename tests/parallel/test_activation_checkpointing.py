@@ -1,0 +1,64 @@
+"""Activation checkpointing in TransformerLM (``activation_checkpointing`` = 0 none, 1 every block, k every
+k-th): same loss and gradients as without, the chosen blocks run forward again in backward, fewer tensors kept
+for backward, and nothing changes in eval, under no_grad or with a KV cache."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lmfs.nn import TransformerConfig, TransformerLM, cross_entropy
+
+CFG = dict(vocab_size=64, context_length=16, d_model=32, num_layers=4, num_heads=4, d_ff=64)
+
+
+def _run(every: int) -> tuple[TransformerLM, torch.Tensor, list[int], int]:
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig(**CFG, activation_checkpointing=every))
+    calls = [0] * len(model.layers)
+    for i, layer in enumerate(model.layers):
+        layer.register_forward_pre_hook(lambda m, a, i=i: calls.__setitem__(i, calls[i] + 1))
+    ids = torch.randint(0, 64, (3, 17), generator=torch.Generator().manual_seed(1))
+    saved = [0]
+
+    def pack(t):
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = cross_entropy(model(ids[:, :-1]).reshape(-1, 64), ids[:, 1:].reshape(-1))
+    loss.backward()
+    return model, loss.detach(), calls, saved[0]
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_same_loss_and_gradients_and_the_chosen_blocks_recompute(every):
+    plain, loss0, calls0, saved0 = _run(0)
+    ckpt, loss1, calls1, saved1 = _run(every)
+    assert torch.equal(loss0, loss1)
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert calls0 == [1, 1, 1, 1]
+    assert calls1 == [2 if i % every == 0 else 1 for i in range(4)]
+    assert saved1 < saved0  # what the checkpointed blocks kept for backward is gone
+
+
+def test_inactive_in_eval_no_grad_and_decoding():
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig(**CFG, activation_checkpointing=1))
+    ref = copy.deepcopy(model)
+    ref.config = TransformerConfig(**CFG)
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), ref(ids), rtol=0, atol=0)
+    model.eval()
+    ref.eval()
+    cache, ref_cache = model.new_kv_cache(2), ref.new_kv_cache(2)
+    torch.testing.assert_close(model(ids, kv_cache=cache), ref(ids, kv_cache=ref_cache), rtol=0, atol=0)
+
+
+def test_bad_values_are_named():
+    with pytest.raises(ValueError, match="activation_checkpointing"):
+        TransformerConfig(**CFG, activation_checkpointing=-1)
