@@ -97,10 +97,22 @@ def section(reports_dir: Path) -> Section | None:
             parts.append(
                 note(f"1-minute load average at the start of each decode benchmark: {', '.join(loads)}")
             )
-        other = run[~run["group"].str.startswith("infer-decode-")]
+        other = dm[~dm["group"].str.startswith("infer-decode-")].sort_values("datetime")
+        other = other.groupby(["group", "impl"], as_index=False).last()  # the newest figure of each
         if not other.empty:
-            small = other[["group", "impl", "seconds", "tokens/s"]].sort_values(["group", "impl"])
-            parts.append("<h4>Prefill, time to first token, server</h4>")
+            keys = ("acceptance_rate", "tokens_per_pass", "latency_p50_s", "latency_p99_s", "lost_or_garbled")
+            other["details"] = [
+                ", ".join(
+                    f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.items() if k in keys
+                )
+                for e in other["extra"]
+            ]
+            small = other[["group", "impl", "commit", "seconds", "tokens/s", "details"]].sort_values(
+                ["group", "impl"]
+            )
+            parts.append(
+                "<h4>Prefill, time to first token, speculative decoding, server (newest of each)</h4>"
+            )
             parts.append(table_html(small, float_format="{:.4g}"))
     if len(parts) == 1:
         return None
