@@ -28,6 +28,7 @@ SECTION_PROVIDERS: list[str] = [
     "lmfs.scaling.report:section",
     "lmfs.profile.report:section",
     "lmfs.kernels.report:section",
+    "lmfs.infer.report:section",
     "lmfs.data.report:section",
 ]
 
