@@ -108,3 +108,25 @@ def test_report_of_the_stored_runs_has_provenance_everywhere(tmp_path: Path) -> 
 
     for sec in (grades(tmp_path), benchmarks(tmp_path), history(tmp_path)):
         assert sec is not None and 'class="provenance"' in sec.html, sec.title
+
+
+def test_dirty_only_when_tracked_source_differs(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmfs.harness.machine import git_commit
+
+    monkeypatch.delenv("LMFS_COMMIT", raising=False)
+    (repo / "reports" / "data").mkdir(parents=True)
+    (repo / "reports" / "data" / "t.json").write_text("{}\n")
+    (repo / "README.md").write_text("docs\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "data and docs")
+    assert git_commit(repo)[1] is False
+    (repo / "reports" / "data" / "t.json").write_text('{"new": 1}\n')  # a command rewrote committed data
+    (repo / "README.md").write_text("more docs\n")
+    (repo / "runs").mkdir()
+    (repo / "runs" / "out.txt").write_text("generated\n")  # untracked output
+    (repo / "scratch.py").write_text("untracked\n")
+    head, dirty = git_commit(repo)
+    assert head and dirty is False
+    (repo / "code" / "a.py").write_text("changed\n")  # the code that runs differs from HEAD
+    assert git_commit(repo)[1] is True
+    assert git_commit(repo / "code")[1] is True  # from a subfolder too
