@@ -4,7 +4,10 @@
 lmfs's vocab and merges use the GPT-2 byte-to-unicode convention: every byte maps to a printable character, so a
 token's bytes are written as a plain string (``Ġthe`` is `` the``). ``vocab.json`` maps that string to the id;
 ``merges.txt`` has a ``#version`` line and then one merge per line, the two tokens separated by one space.
-Errors on malformed files name the file and the line.
+Errors on malformed files name the file and the line: not UTF-8, ids or ranks beyond what the file's size
+allows (below its number of entries + :data:`~lmfs.tokenizer.tokenizer.ID_SLACK`, so a stray ``10**12`` is an
+error, not a terabyte table), tokens longer than :data:`~lmfs.tokenizer.pretokenize.MAX_TOKEN_BYTES`, a
+``tokenizer.json`` pattern that does not cover text or special tokens that are not a list of strings.
 """
 
 from __future__ import annotations
@@ -17,8 +20,14 @@ from functools import cache
 from pathlib import Path
 
 from lmfs.atomic import write_text_atomic
-from lmfs.tokenizer.pretokenize import CL100K_PATTERN, GPT2_PATTERN
-from lmfs.tokenizer.tokenizer import Tokenizer
+from lmfs.tokenizer.pretokenize import (
+    CL100K_PATTERN,
+    GPT2_PATTERN,
+    MAX_TOKEN_BYTES,
+    check_pattern_covers,
+    check_special_list,
+)
+from lmfs.tokenizer.tokenizer import ID_SLACK, Tokenizer
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
@@ -30,6 +39,21 @@ class TokenizerFileError(ValueError):
     def __init__(self, path: str | os.PathLike, line: int | None, what: str) -> None:
         where = f"{os.fspath(path)}:{line}" if line is not None else os.fspath(path)
         super().__init__(f"{where}: {what}")
+
+
+def _not_utf8(path: str | os.PathLike, exc: UnicodeDecodeError, line: int | None = None) -> TokenizerFileError:
+    return TokenizerFileError(
+        path, line, f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
+        f"{' of the line' if line is not None else ''}); tokenizer files are UTF-8"
+    )
+
+
+def _check_id(path: str | os.PathLike, line: int | None, what: str, i: int, entries: int) -> None:
+    if i >= entries + ID_SLACK:
+        raise TokenizerFileError(
+            path, line, f"{what} {i} is too large for a file of {entries} entries (ids and ranks must stay below "
+            f"the number of entries + {ID_SLACK})"
+        )
 
 
 @cache
@@ -103,6 +127,8 @@ def load_vocab(path: str | os.PathLike) -> Vocab:
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
     except json.JSONDecodeError as exc:
         raise TokenizerFileError(
             path, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})"
@@ -111,12 +137,17 @@ def load_vocab(path: str | os.PathLike) -> Vocab:
         raise TokenizerFileError(path, None, "expected a JSON object mapping token strings to integer ids")
     vocab: Vocab = {}
     for text, i in raw.items():
-        if not isinstance(i, int) or i < 0:
+        if not isinstance(i, int) or isinstance(i, bool) or i < 0:
             raise TokenizerFileError(
-                path, None, f"token {text!r} has id {i!r}; ids must be non-negative integers"
+                path, None, f"token {text[:40]!r} has id {i!r}; ids must be non-negative integers"
             )
+        _check_id(path, None, f"token {text[:40]!r} has id", i, len(raw))
         if i in vocab:
             raise TokenizerFileError(path, None, f"id {i} is used twice ({vocab[i]!r} and {text!r})")
+        if len(text) > MAX_TOKEN_BYTES:
+            raise TokenizerFileError(
+                path, None, f"token {text[:40]!r}... (id {i}) is longer than {MAX_TOKEN_BYTES} bytes"
+            )
         vocab[i] = str_to_token(text, path)
     return vocab
 
@@ -124,9 +155,12 @@ def load_vocab(path: str | os.PathLike) -> Vocab:
 def load_merges(path: str | os.PathLike) -> Merges:
     """A GPT-2-convention merges file: an optional ``#version`` header, then ``left right`` per line."""
     merges: Merges = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, exc, lineno) from None
             if not line or (lineno == 1 and line.startswith("#version")):
                 continue
             parts = line.split(" ")
@@ -150,22 +184,34 @@ def load_tokenizer(tok_dir: str | os.PathLike, special_tokens: Sequence[str] | N
     if (d / "tokenizer.json").is_file():
         try:
             info = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(d / "tokenizer.json", exc) from None
         except json.JSONDecodeError as exc:
             raise TokenizerFileError(d / "tokenizer.json", exc.lineno, f"not valid JSON: {exc.msg}") from None
-    specials = list(special_tokens) if special_tokens is not None else info.get("special_tokens", [])
-    return Tokenizer(
-        load_vocab(d / "vocab.json"),
-        load_merges(d / "merges.txt"),
-        specials,
-        info.get("pattern", GPT2_PATTERN),
-    )
+        if not isinstance(info, dict):
+            raise TokenizerFileError(d / "tokenizer.json", None, "expected a JSON object")
+    if special_tokens is not None:
+        specials = check_special_list(special_tokens)
+    else:
+        try:
+            specials = check_special_list(info.get("special_tokens", []))
+        except TypeError as exc:
+            raise TokenizerFileError(d / "tokenizer.json", None, str(exc)) from None
+    pattern = info.get("pattern", GPT2_PATTERN)
+    try:
+        if not isinstance(pattern, str):
+            raise ValueError(f"'pattern' must be a string (got {pattern!r})")
+        check_pattern_covers(pattern)
+    except ValueError as exc:
+        raise TokenizerFileError(d / "tokenizer.json", None, str(exc)) from None
+    return Tokenizer(load_vocab(d / "vocab.json"), load_merges(d / "merges.txt"), specials, pattern)
 
 
 def load_gpt2(
     encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike, special_tokens: Sequence[str] | None = None
 ) -> Tokenizer:
     """OpenAI's GPT-2 tokenizer from ``encoder.json`` + ``vocab.bpe`` (``<|endoftext|>`` is id 50256)."""
-    specials = ["<|endoftext|>"] if special_tokens is None else list(special_tokens)
+    specials = ["<|endoftext|>"] if special_tokens is None else check_special_list(special_tokens)
     return Tokenizer(load_vocab(encoder_json), load_merges(vocab_bpe), specials, GPT2_PATTERN)
 
 
@@ -192,6 +238,8 @@ def load_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
     """A ``*.tiktoken`` file: one ``base64(token) rank`` per line."""
     ranks: dict[bytes, int] = {}
     with open(path, "rb") as f:
+        entries = sum(1 for line in f if line.strip())
+        f.seek(0)
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -203,6 +251,9 @@ def load_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
                 rank = int(parts[1])
             except ValueError as exc:
                 raise TokenizerFileError(path, lineno, f"bad token or rank ({exc})") from None
+            if rank < 0:
+                raise TokenizerFileError(path, lineno, f"rank {rank} is negative")
+            _check_id(path, lineno, "rank", rank, entries)
             if token in ranks:
                 raise TokenizerFileError(path, lineno, f"token {token!r} appears twice")
             ranks[token] = rank
@@ -250,6 +301,10 @@ def load_tiktoken(
         )
     pattern, default_specials = TIKTOKEN_ENCODINGS[encoding]
     specials = default_specials if special_tokens is None else special_tokens
+    if not isinstance(specials, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in specials.items()
+    ):
+        raise TypeError(f"special_tokens must be a dict of str -> int id, got {special_tokens!r}")
     ranks = load_tiktoken_ranks(path)
     vocab: Vocab = {rank: token for token, rank in ranks.items()}
     for s, i in specials.items():

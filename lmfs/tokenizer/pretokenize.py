@@ -49,6 +49,88 @@ def compile_pattern(pattern: str) -> regex.Pattern:
     return pat
 
 
+#: The longest pre-token BPE training sees, in bytes: longer ones are cut into pieces of at most this many bytes
+#: (at UTF-8 character boundaries) before the merge loop, so no token grows longer and the merge loop's memory
+#: stays proportional to the input (one 200 MB pre-token ``'a' * 200_000_000`` becomes 781,250 counts of one
+#: 256-byte piece, not a 200M-element list).
+MAX_PRETOKEN_BYTES = 256
+
+#: The longest token a vocab file may hold, in bytes (real vocabs stay far below: GPT-2's and cl100k's longest
+#: tokens are 128 bytes).
+MAX_TOKEN_BYTES = 1024
+
+#: Probe text for :func:`check_pattern_covers`: letters (both cases, accented, CJK), digits, punctuation,
+#: spaces, tabs, newlines, an apostrophe contraction.
+_PROBE = "Hello World 2024! It's ¿Qué tal?\n\tnaïve 你好 — x=1;  \r\n  end.\n"
+
+
+def check_special_list(special_tokens: object, what: str = "special_tokens") -> list[str]:
+    """``special_tokens`` as a list of non-empty strings; TypeError for a bare ``str`` (which would otherwise
+    become one special token per character) or non-strings."""
+    if special_tokens is None:
+        return []
+    if isinstance(special_tokens, str | bytes):
+        raise TypeError(
+            f"{what} must be a list of strings, not a {type(special_tokens).__name__} "
+            f"({special_tokens!r}); write [{special_tokens!r}]"
+        )
+    items = list(special_tokens)  # type: ignore[call-overload]
+    bad = next((s for s in items if not isinstance(s, str)), None)
+    if bad is not None:
+        raise TypeError(f"{what} must hold strings, got {type(bad).__name__} {bad!r}")
+    return items
+
+
+def uncovered(pattern: regex.Pattern, text: str) -> int | None:
+    """The first position of ``text`` no match of ``pattern`` covers (matches must tile it), or None."""
+    pos = 0
+    for m in pattern.finditer(text):
+        if m.start() != pos:
+            return pos
+        pos = m.end()
+    return None if pos == len(text) else pos
+
+
+def check_pattern_covers(pattern: str, text: str | None = None) -> None:
+    """ValueError when the pre-tokenizer ``pattern`` does not cover every character of ``text`` (default: a
+    probe with letters, digits, punctuation and whitespace): BPE must be lossless, and text the pattern skips
+    would be dropped silently."""
+    text = _PROBE if text is None else text
+    at = uncovered(compile_pattern(pattern), text)
+    if at is not None:
+        raise ValueError(
+            f"the pre-tokenizer pattern {pattern!r} does not cover the text: {text[at:at + 20]!r} at "
+            f"position {at} matches nothing and would be dropped; use a pattern whose alternatives match every "
+            "character (e.g. end with |\\s+|.)"
+        )
+
+
+def cap_pretokens(counts, max_bytes: int = MAX_PRETOKEN_BYTES):
+    """``counts`` (pre-token str or UTF-8 bytes → count) with every pre-token longer than ``max_bytes`` cut into
+    consecutive pieces of at most ``max_bytes`` bytes (at UTF-8 character boundaries), counts summed. Returns
+    the input itself when nothing is that long. Keys come back as bytes where a pre-token was cut."""
+    if max_bytes < 4:
+        raise ValueError(f"max_pretoken_bytes must be >= 4 (one UTF-8 character), got {max_bytes}")
+    long = [k for k in counts if len(k) > max_bytes // 4 and len(k.encode("utf-8") if isinstance(k, str) else k) > max_bytes]
+    if not long:
+        return counts
+    out: dict = {}
+    for k, f in counts.items():
+        b = k.encode("utf-8") if isinstance(k, str) else k
+        if len(b) <= max_bytes:
+            out[b] = out.get(b, 0) + f
+            continue
+        start = 0
+        while start < len(b):
+            end = min(start + max_bytes, len(b))
+            while end < len(b) and end > start + 1 and (b[end] & 0xC0) == 0x80:  # not inside a character
+                end -= 1
+            piece = b[start:end]
+            out[piece] = out.get(piece, 0) + f
+            start = end
+    return out
+
+
 def special_regex(special_tokens: Sequence[str]) -> regex.Pattern | None:
     """A regex matching any special token, longest first (so ``<|eot|><|eot|>`` beats ``<|eot|>``).
 

@@ -23,10 +23,13 @@ from itertools import chain, pairwise
 from lmfs.tokenizer import native
 from lmfs.tokenizer.pretokenize import (
     GPT2_PATTERN,
+    check_pattern_covers,
+    check_special_list,
     coarse_pattern,
     compile_pattern,
     special_regex,
     split_on_specials,
+    uncovered,
 )
 
 #: a cache (pre-tokens, or coarse pieces) that reaches this many entries is cleared, so memory stays bounded on
@@ -35,6 +38,9 @@ CACHE_LIMIT = 1_000_000
 #: ``encode_iterable`` processes buffered text in pieces of about this many characters
 STREAM_PIECE = 1 << 16
 _INF = 1 << 62
+#: ids may leave gaps, but the largest id must stay below ``len(vocab) + ID_SLACK``: lookups use a dense table
+#: of ``max id + 1`` entries, so an id of 10**12 would ask for terabytes
+ID_SLACK = 1 << 16
 _NO_MERGE = (_INF, -1)
 
 
@@ -59,7 +65,17 @@ class Tokenizer:
         *,
         backend: str | None = None,
     ) -> None:
+        specials_in = check_special_list(special_tokens)
         self.vocab: dict[int, bytes] = dict(vocab)
+        bad_id = next((i for i in self.vocab if not isinstance(i, int) or isinstance(i, bool) or i < 0), None)
+        if bad_id is not None:
+            raise ValueError(f"vocab id {bad_id!r} is not a non-negative integer")
+        if self.vocab and max(self.vocab) >= len(self.vocab) + ID_SLACK:
+            raise ValueError(
+                f"vocab id {max(self.vocab)} is far beyond the vocab's {len(self.vocab)} tokens (ids must stay "
+                f"below the token count + {ID_SLACK})"
+            )
+        check_pattern_covers(pattern)
         self.merges: list[tuple[bytes, bytes]] = list(merges)
         self.pattern = pattern
         self.token_to_id: dict[bytes, int] = {b: i for i, b in self.vocab.items()}
@@ -70,7 +86,7 @@ class Tokenizer:
             raise ValueError(
                 f"vocab lacks single-byte tokens {missing[:5]}...; a byte-level vocab needs all 256"
             )
-        self.special_tokens: list[str] = list(dict.fromkeys(special_tokens or []))
+        self.special_tokens: list[str] = list(dict.fromkeys(specials_in))
         self.special_to_id: dict[str, int] = {}
         for s in self.special_tokens:
             b = s.encode("utf-8")
@@ -213,7 +229,14 @@ class Tokenizer:
         if ids is not None:
             return ids
         if self._coarse is None:
-            return self._encode_pretokens(self._pat.findall(text))
+            pretokens = self._pat.findall(text)
+            if sum(map(len, pretokens)) != len(text):  # the pattern skipped something: never drop text
+                at = uncovered(self._pat, text)
+                raise ValueError(
+                    f"the pre-tokenizer pattern {self.pattern!r} does not cover the text: {text[at:at + 20]!r} at "
+                    f"position {at} matches nothing (it would be dropped)"
+                )
+            return self._encode_pretokens(pretokens)
         pieces = self._coarse.findall(text)
         cache = self._piece_cache
         parts = list(map(cache.get, pieces))

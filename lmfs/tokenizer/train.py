@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from lmfs.tokenizer import native
 from lmfs.tokenizer.counting import count_pretokens
-from lmfs.tokenizer.pretokenize import GPT2_PATTERN
+from lmfs.tokenizer.pretokenize import GPT2_PATTERN, MAX_PRETOKEN_BYTES, cap_pretokens, check_special_list
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
@@ -74,7 +74,7 @@ _REV = [bytes([1, 255 - x]) for x in range(256)]
 
 def check_settings(vocab_size: int, special_tokens: Sequence[str]) -> list[str]:
     """Validate training settings; returns the special tokens deduplicated (first occurrence kept)."""
-    specials = list(dict.fromkeys(special_tokens))
+    specials = list(dict.fromkeys(check_special_list(special_tokens)))
     for s in specials:
         if not isinstance(s, str) or not s:
             raise ValueError(f"special tokens must be non-empty strings, got {s!r}")
@@ -104,6 +104,7 @@ def train_bpe(
     progress: bool = False,
     stats: TrainStats | None = None,
     backend: str | None = None,
+    max_pretoken_bytes: int = MAX_PRETOKEN_BYTES,
 ) -> tuple[Vocab, Merges]:
     """Train a byte-level BPE tokenizer on the UTF-8 text file ``input_path``.
 
@@ -111,7 +112,9 @@ def train_bpe(
     ``len(vocab) <= vocab_size``; fewer when the corpus runs out of pairs), ``merges`` lists the merged pairs in
     creation order. Pass a :class:`TrainStats` to get timings and peak memory. ``backend`` (``auto``, ``c``,
     ``python``; default ``$LMFS_TOKENIZER_BACKEND``) picks the implementation of pre-token counting and of
-    the merge loop.
+    the merge loop. Pre-tokens longer than ``max_pretoken_bytes`` are cut into pieces of at most that many bytes
+    (:func:`~lmfs.tokenizer.pretokenize.cap_pretokens`), which bounds both token length and the merge loop's
+    memory on adversarial input.
     """
     specials = check_settings(vocab_size, special_tokens)
     stats = stats if stats is not None else TrainStats()
@@ -131,7 +134,12 @@ def train_bpe(
     cmerge = native.load("_cmerge", backend)
     stats.extra["backend"] = "python" if cmerge is None else "c"
     vocab, merges = train_from_counts(
-        counts, vocab_size, specials, progress=progress, backend="python" if cmerge is None else "c"
+        counts,
+        vocab_size,
+        specials,
+        progress=progress,
+        backend="python" if cmerge is None else "c",
+        max_pretoken_bytes=max_pretoken_bytes,
     )
     stats.merge_s = time.perf_counter() - t1
     stats.num_merges = len(merges)
@@ -155,14 +163,17 @@ def train_from_counts(
     *,
     progress: bool = False,
     backend: str | None = None,
+    max_pretoken_bytes: int = MAX_PRETOKEN_BYTES,
 ) -> tuple[Vocab, Merges]:
-    """BPE merges from a table of pre-token counts (keys are str, encoded as UTF-8, or bytes).
+    """BPE merges from a table of pre-token counts (keys are str, encoded as UTF-8, or bytes); pre-tokens longer
+    than ``max_pretoken_bytes`` are cut into pieces first (see :func:`train_bpe`).
 
     ``backend``: ``auto`` (C when built), ``c`` (C or an error), ``python``; default ``$LMFS_TOKENIZER_BACKEND``.
     """
     bad = next((f for f in counts.values() if not isinstance(f, numbers.Integral)), None)
     if bad is not None:
         raise TypeError(f"pre-token counts must be integers, got {type(bad).__name__} {bad!r}")
+    counts = cap_pretokens(counts, max_pretoken_bytes)
     cmerge = native.load("_cmerge", backend)
     if cmerge is None:
         return _train_from_counts_python(counts, vocab_size, special_tokens, progress=progress)
