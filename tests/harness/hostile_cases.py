@@ -44,6 +44,7 @@ ATTACKS = {
     "fork_leftover": "leave forked processes running (new sessions, double fork)",
     "fill_tmp": "fill /tmp and leave the file there",
     "stdout_spam": "spam stdout and stderr",
+    "combined": "patch, register a plugin, forge the log; read, call home, fork, fill /tmp and skip in calls",
 }
 
 SECRET_ENV = "LMFS_GRADER_SECRET"
@@ -141,7 +142,8 @@ def grade_attack(attack: str, work: Path, tree: Path = ROOT, unit: str = "optim"
     student = work / "student"
     student.mkdir()
     shutil.copy(HOSTILE / f"{attack}.py", student / "adapters.py")
-    shutil.copy(HOSTILE / "_hostile.py", student / "_hostile.py")
+    for helper in ("_hostile.py", "forge_log.py", "patch_classifier.py", "register_plugin.py"):
+        shutil.copy(HOSTILE / helper, student / helper)
     secret = uuid.uuid4().hex
     canary_text = "CANARY-" + uuid.uuid4().hex
     canary = work / "canary.txt"

@@ -17,8 +17,6 @@ OPTIM_POINTS, OPTIM_TESTS = 21.0, 12
 SANDBOXED = probe().sandboxed
 needs_bwrap = pytest.mark.skipif(not SANDBOXED, reason=f"no working bwrap here: {probe().reason}")
 
-# one attack per kind of harm in the default suite; every attack in the slow matrix
-DEFAULT = ["patch_classifier", "forge_log", "skip_all", "read_canary", "connect", "fork_leftover"]
 
 
 def _assert_earned_nothing(res, honest: float = 0.0) -> None:
@@ -41,9 +39,9 @@ def _assert_no_harm(res) -> None:
 
 
 @needs_bwrap
-@pytest.mark.parametrize("attack", DEFAULT)
-def test_hostile_adapter_earns_nothing_and_does_no_harm(attack: str, tmp_path: Path) -> None:
-    res = grade_attack(attack, tmp_path, tree=ROOT, timeout=60)
+def test_hostile_adapter_earns_nothing_and_does_no_harm(tmp_path: Path) -> None:
+    """The default suite's one hostile grade: several attacks in one adapter (``combined``)."""
+    res = grade_attack("combined", tmp_path, tree=ROOT, timeout=60)
     _assert_earned_nothing(res)
     _assert_no_harm(res)
     assert res.sandboxed is True
@@ -70,3 +68,13 @@ def test_borrowed_implementations_are_not_there(attack: str, tmp_path: Path) -> 
     """lmfs's implementation and the specs' references are not in the sandbox: borrowing them earns nothing."""
     res = grade_attack(attack, tmp_path, tree=ROOT, timeout=60)
     _assert_earned_nothing(res)
+
+
+def test_without_a_sandbox_verdicts_still_hold_and_the_grade_says_so(tmp_path: Path) -> None:
+    """The fallback (``--sandbox none``, or no working bwrap): files and network are not confined, but the
+    verdicts are still decided outside the submission, and the grade is marked as not sandboxed."""
+    res = grade_attack("combined", tmp_path, tree=ROOT, timeout=60, extra_args=["--sandbox", "none"])
+    _assert_earned_nothing(res)
+    assert res.sandboxed is False
+    assert not res.env_leaked  # the worker's environment is emptied in the fallback too
+    assert res.leftover_processes == 0  # its descendants and tagged processes are reaped
