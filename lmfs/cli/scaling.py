@@ -36,6 +36,13 @@ def register(groups: dict[str, Any]) -> None:
     f.add_argument("--targets", type=float, nargs="+", default=[1e23, 1e24], help="budgets to predict at")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default=None, help="write the JSON summary here (atomically)")
+    f.add_argument(
+        "--duplicates",
+        choices=("keep", "merge"),
+        default="keep",
+        help="exactly identical rows (always warned about): keep them all, or merge each group into one row "
+        "(duplicates count twice in the fit and narrow the bootstrap intervals)",
+    )
     f.set_defaults(func=cmd_fit)
 
     pr = sub.add_parser("predict", help="compute-optimal N, D and loss at budgets from a fitted law")
@@ -119,19 +126,38 @@ def _fmt(x: float) -> str:
 def cmd_fit(args: argparse.Namespace) -> int:
     from lmfs.atomic import write_json_atomic
     from lmfs.scaling.analysis import analyze_table, predictions_frame
-    from lmfs.scaling.tables import load_named
+    from lmfs.scaling.tables import check_fittable, duplicate_rows, load_named
 
-    df = load_named(args.table)
+    try:
+        df = check_fittable(load_named(args.table), args.table)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(" ".join(str(exc).split())) from None
+    groups = duplicate_rows(df)
+    if groups:
+        shown = "; ".join(" = ".join(str(i + 1) for i in g) for g in groups[:8])
+        extra = f" (+{len(groups) - 8} more groups)" if len(groups) > 8 else ""
+        what = (
+            "merged into one row each (--duplicates merge)"
+            if args.duplicates == "merge"
+            else "kept: they count more than once and narrow the bootstrap intervals; pass --duplicates merge to "
+            "keep one of each"
+        )
+        print(f"lmfs scaling: warning: identical rows {shown}{extra}; {what}", file=sys.stderr)
+        if args.duplicates == "merge":
+            df = df.drop_duplicates(subset=["n_params", "compute", "tokens", "loss"]).reset_index(drop=True)
     approaches = args.approach or ((3,) if args.table == "epoch" else (1, 2, 3))
-    summary = analyze_table(
-        df,
-        name=args.table,
-        approaches=approaches,
-        targets=args.targets,
-        n_boot=args.boot,
-        seed=args.seed,
-        progress=sys.stderr.isatty(),
-    )
+    try:
+        summary = analyze_table(
+            df,
+            name=args.table,
+            approaches=approaches,
+            targets=args.targets,
+            n_boot=args.boot,
+            seed=args.seed,
+            progress=sys.stderr.isatty(),
+        )
+    except ValueError as exc:  # a table that passed the checks but still cannot be fitted
+        raise CLIError(f"{args.table}: {' '.join(str(exc).split())}") from None
     print(
         f"table {args.table}: {summary['rows']} rows, {summary['budgets']} distinct budgets, "
         f"{args.boot} bootstrap resamples (95% percentile intervals)"

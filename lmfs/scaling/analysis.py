@@ -70,16 +70,29 @@ def isoflop_summary(
     return out
 
 
+def _usable(p: ChinchillaParams) -> bool:
+    """A law whose compute-optimal allocation is real: positive A, B, alpha, beta."""
+    return all(np.isfinite(v) and v > 0 for v in (p.A, p.B, p.alpha, p.beta))
+
+
 def parametric_summary(
     df: pd.DataFrame, targets: Sequence[float], n_boot: int, seed: int, progress: bool = False
 ) -> dict[str, Any]:
     fit = fit_chinchilla(df["n_params"], df["tokens"], df["loss"])
     p = fit.params
+    if not _usable(p):
+        raise ValueError(
+            f"the fitted law is degenerate (A={p.A:.3g}, B={p.B:.3g}, alpha={p.alpha:.3g}, beta={p.beta:.3g}): "
+            "the table does not constrain it; add runs at more sizes and budgets"
+        )
     boots: list[ChinchillaParams] = []
+    dropped = 0
     if n_boot:
         boots = bootstrap_chinchilla(
             df["n_params"], df["tokens"], df["loss"], n_boot=n_boot, seed=seed, base=fit, progress=progress
         )
+        kept = [b for b in boots if _usable(b)]
+        dropped, boots = len(boots) - len(kept), kept
     n, d = p.allocation(targets)
     loss = p.optimal_loss(targets)
     preds = []
@@ -106,7 +119,7 @@ def parametric_summary(
         "n_starts": fit.n_starts,
         "converged": fit.converged,
         "predictions": preds,
-        "notes": [],
+        "notes": [f"{dropped} of {n_boot} bootstrap fits were degenerate and left out"] if dropped else [],
     }
     if boots:
         ci = {k: _interval([getattr(b, k) for b in boots]) for k in ("E", "A", "B", "alpha", "beta")}
@@ -142,7 +155,10 @@ def analyze_table(
             except ValueError as exc:
                 out["approaches"][str(ap)] = {"error": str(exc)}
         elif ap == 3:
-            out["approaches"]["3"] = parametric_summary(df, targets, n_boot, seed, progress)
+            try:
+                out["approaches"]["3"] = parametric_summary(df, targets, n_boot, seed, progress)
+            except ValueError as exc:
+                out["approaches"]["3"] = {"error": str(exc)}
         else:
             raise ValueError(f"unknown approach {ap}; use 1, 2 or 3")
     return out
