@@ -15,6 +15,10 @@ from lmfs.scaling.tables import TableError, check_fittable, duplicate_rows, load
 
 @pytest.fixture(scope="module")
 def base() -> pd.DataFrame:
+    from lmfs.paths import has_shared_data
+
+    if not has_shared_data("scaling", "isoflops_curves.json"):
+        pytest.skip("needs ../shared/data/scaling")
     return load_named("isoflops")[["n_params", "compute", "loss"]].astype(object)
 
 
