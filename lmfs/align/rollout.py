@@ -182,8 +182,9 @@ def generate(
     """Completions for ``prompts`` (strings or token-id lists), in order, ``max_batch`` at a time.
 
     ``use_engine``: None picks :class:`lmfs.infer.Engine` when it is installed, True requires it, False forces
-    the built-in decoder. With the built-in decoder, ``generator`` (or ``params.seed``) makes sampling
-    reproducible; prompts are sorted by length inside the call so padding stays small.
+    the built-in decoder. ``generator`` (or ``params.seed``) makes sampling reproducible: the built-in decoder
+    samples from it, the engine gets one seed per request drawn from it. The built-in decoder sorts prompts by
+    length inside the call so padding stays small.
     """
     ids = [list(tokenizer.encode(p)) if isinstance(p, str) else list(p) for p in prompts]
     if use_engine is None:
@@ -193,15 +194,23 @@ def generate(
         from lmfs.infer import SamplingParams as EngineParams
 
         engine = Engine(model, tokenizer, max_batch=max_batch, max_seq=model.config.context_length)
-        eparams = EngineParams(
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            max_tokens=params.max_tokens,
-            stop=tuple(params.stop),
-            stop_token_ids=tuple(params.stop_token_ids),
-            seed=params.seed,
-        )
+        if params.seed is None and generator is not None and params.temperature > 0:
+            # one seed per request drawn from the caller's generator: reproducible, and resumable with it
+            seeds = torch.randint(0, 2**62, (len(ids),), generator=generator).tolist()
+        else:
+            seeds = [params.seed] * len(ids)
+        eparams = [
+            EngineParams(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                max_tokens=params.max_tokens,
+                stop=tuple(params.stop),
+                stop_token_ids=tuple(params.stop_token_ids),
+                seed=seed,
+            )
+            for seed in seeds
+        ]
         got = engine.generate(ids, eparams)
         return [Completion(list(c.prompt_ids), list(c.token_ids), c.text, c.finish_reason) for c in got]
     if generator is None and params.seed is not None:

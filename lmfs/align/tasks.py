@@ -19,18 +19,25 @@ DIGITS_ALPHABET = "0123456789+= "
 
 
 class CharTokenizer:
-    """One id per character of ``alphabet``; ``<eos>`` is the last id. Unknown characters raise ValueError."""
+    """One id per character of ``alphabet``; ``<eos>`` is the last id. Unknown characters raise ValueError, or
+    become ``unknown`` (a character of the alphabet) when it is given."""
 
-    def __init__(self, alphabet: str = DIGITS_ALPHABET) -> None:
+    def __init__(self, alphabet: str = DIGITS_ALPHABET, unknown: str | None = None) -> None:
         if len(set(alphabet)) != len(alphabet):
             raise ValueError("CharTokenizer: the alphabet repeats a character")
+        if unknown is not None and unknown not in alphabet:
+            raise ValueError(f"CharTokenizer: unknown={unknown!r} is not in the alphabet")
         self.alphabet = alphabet
+        self.unknown = unknown
         self.to_id = {c: i for i, c in enumerate(alphabet)}
         self.eos_token_id = len(alphabet)
         self.pad_token_id = self.eos_token_id
         self.vocab_size = len(alphabet) + 1
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        if self.unknown is not None:
+            fallback = self.to_id[self.unknown]
+            return [self.to_id.get(c, fallback) for c in text]
         try:
             return [self.to_id[c] for c in text]
         except KeyError as exc:
@@ -41,7 +48,7 @@ class CharTokenizer:
         return "".join(self.alphabet[i] for i in ids if 0 <= i < len(self.alphabet))
 
     def spec(self) -> dict:
-        return {"kind": "char", "alphabet": self.alphabet}
+        return {"kind": "char", "alphabet": self.alphabet, "unknown": self.unknown}
 
 
 @dataclass(frozen=True)

@@ -231,10 +231,12 @@ class Run:
         params = SamplingParams(temperature=0.0, max_tokens=self.max_answer_tokens(),
                                 stop_token_ids=tuple(self.lm.stop_token_ids))
         comps = generate(self.model, self.tok, [p.prompt for p in probs], params, max_batch=256, use_engine=False)
-        correct = sum(self.reward_fn(c.text, p.answer)["reward"] == 1.0 for c, p in zip(comps, probs, strict=True))
+        safe = SafeReward(self.reward_fn)  # a failing verifier counts as not correct, and is reported
+        scores = [safe(c.text, p.answer) for c, p in zip(comps, probs, strict=True)]
+        correct = sum(1 for s in scores if s is not None and s["reward"] == 1.0)
         lo, hi = wilson_interval(correct, len(probs))
         rec = {"step": self.iteration, "kind": "eval", "heldout_accuracy": correct / len(probs),
-               "ci95_low": lo, "ci95_high": hi, "n": len(probs)}
+               "ci95_low": lo, "ci95_high": hi, "n": len(probs), "reward_errors": safe.errors}
         self.log.write(rec)
         self.history.append(rec)
         return rec
@@ -623,7 +625,7 @@ def train_dpo(cfg: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
         loss, margin, _ = dpo_batch_loss(run.model, ref, c, r, d["beta"], pad)
         loss.backward()
         lr, norm = run.step_optimizer(total)
-        run.log.write({"step": run.iteration, "kind": "train", "loss": float(loss), "lr": lr, "grad_norm": norm,
+        run.log.write({"step": run.iteration, "kind": "train", "loss": float(loss.detach()), "lr": lr, "grad_norm": norm,
                        "train_margin": float(margin.mean()),
                        "train_implicit_accuracy": float((margin > 0).float().mean())})
         bar.update(1)

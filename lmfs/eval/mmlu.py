@@ -38,6 +38,17 @@ def prefix_text(subject: str, shots: list[dict[str, Any]]) -> str:
     return head + "".join(format_question(s, True) for s in shots)
 
 
+def letter_tokens(tok: Any) -> tuple[list[int], list[int]]:
+    """The id of each answer letter after "Answer:", and the ids that come before it in every case (empty for
+    BPE tokenizers where " A" is one token; the space for a character-level one)."""
+    encoded = [list(tok.encode(" " + L)) for L in LETTERS]
+    lead = encoded[0][:-1]
+    if any(e[:-1] != lead or len(e) != len(lead) + 1 for e in encoded):
+        raise ValueError(f"the tokenizer encodes the answer letters as {encoded}; letter scoring needs each to be "
+                         "a shared prefix plus one token")
+    return [e[-1] for e in encoded], lead
+
+
 @torch.no_grad()
 def letter_scores(model: Any, tokenizer: Any, prefix_ids: list[int], question_ids: list[list[int]],
                   letter_ids: list[int]) -> list[list[float]]:
@@ -72,12 +83,7 @@ def run_mmlu(
     out = Path(out_dir)
     results = ResultsFile(out / "examples.jsonl", fresh=fresh)
     tok = lm.tokenizer
-    letter_ids = []
-    for L in LETTERS:
-        ids = tok.encode(" " + L)
-        if len(ids) != 1:
-            raise ValueError(f"the tokenizer splits ' {L}' into {len(ids)} tokens; letter scoring needs one")
-        letter_ids.append(ids[0])
+    letter_ids, lead = letter_tokens(tok)
     context = lm.model.config.context_length
     started, n_new, skipped = time.perf_counter(), 0, 0
     all_questions = {s: load_mmlu(s, "test")[: per_subject or None] for s in subjects}
@@ -91,7 +97,7 @@ def run_mmlu(
             continue
         shots_list = load_mmlu(subject, "dev")[:shots]
         prefix = tok.encode(prefix_text(subject, shots_list))
-        q_ids = [tok.encode(format_question(q, False)) for q in todo]
+        q_ids = [tok.encode(format_question(q, False)) + lead for q in todo]
         while shots_list and len(prefix) + max(len(x) for x in q_ids) > context:
             shots_list = shots_list[:-1]  # fewer shots rather than a truncated prompt
             prefix = tok.encode(prefix_text(subject, shots_list))

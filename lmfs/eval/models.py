@@ -71,7 +71,7 @@ def tokenizer_from_spec(spec: dict[str, Any]) -> Any:
     if kind == "char":
         from lmfs.align.tasks import CharTokenizer
 
-        return CharTokenizer(spec["alphabet"])
+        return CharTokenizer(spec["alphabet"], spec.get("unknown"))
     if kind == "gguf":
         return load_gguf(spec["path"]).tokenizer
     if kind == "files":
