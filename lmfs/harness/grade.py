@@ -5,9 +5,10 @@ Three kinds of process: this one (the grader), a child ``pytest`` that runs the 
 import the adapter and answer the specs' calls (:mod:`lmfs.harness.remote`, :mod:`lmfs.harness.worker`). The
 child loads lmfs's plugin explicitly (``-p``: the specs may lie outside this checkout) and writes one JSON line
 per test phase (``--grade-log``, a file the worker cannot see). The first child's collection fixes the tests and
-their points before any submission code runs; a test that never reports is a failure (``not_run``); only a
-skip known at collection (a ``skip`` marker, no CUDA for a ``gpu`` spec) leaves the total, so every submission
-graded on one machine has the same total. This process watches the child:
+their points before any submission code runs; a test that never reports is a failure (``not_run``); a skip can
+only come from the specs' own code (no CUDA, a missing optional peer, a parameter combination a spec does not
+cover: the adapter's ``pytest.skip`` arrives as a plain exception and fails), so every submission graded on one
+machine has the same total. This process watches the child:
 
 * **timeouts** — pytest-timeout (thread method) stops a slow test inside the child; if the child cannot act
   (a C call holding the GIL), the watcher kills the whole process group after ``1.5 x timeout + 2`` s;
@@ -163,7 +164,7 @@ def preflight(opts: GradeOptions, view: WorkerView | None = None, info: SandboxI
     try:
         with open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen(cmd, stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    cwd=str(view.scratch), env=None if info.sandboxed else fallback_env(),
+                                    cwd=str(view.scratch), env=None if info.sandboxed else fallback_env(view),
                                     preexec_fn=_limit_memory(opts.memory_mb), start_new_session=True)
             try:
                 out, _ = proc.communicate(timeout=limit)
@@ -210,7 +211,7 @@ def _worker_view(opts: GradeOptions, scratch: Path) -> WorkerView:
         if folder == specs or folder in specs.parents:
             raise GradeError(f"the adapter's folder {folder} contains the specs ({specs}); move the adapter "
                              "into a folder of its own")
-    return WorkerView(scratch=scratch, readonly=readonly, sys_path=sys_path, tmp_mb=opts.tmp_mb)
+    return WorkerView(scratch=scratch, readonly=readonly, sys_path=sys_path, tmp_mb=opts.tmp_mb, shared=shared)
 
 
 @dataclass
@@ -279,6 +280,9 @@ def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int,
         tmpdir = work / "scratch" / "tmp"
         tmpdir.mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(tmpdir)
+        shared = _shared_data_dir(opts)
+        if shared is not None:
+            env["LMFS_WORKER_SHARED"] = str(shared)
     hard_timeout = 1.5 * opts.timeout + 2.0
     rss_cap = int(1.25 * opts.memory_mb * 2**20) if opts.memory_mb else None
     child = _Child()
@@ -354,17 +358,13 @@ def _death_record(child: _Child, opts: GradeOptions) -> dict[str, Any]:
 
 
 def summarize(tests: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Per-unit subtotals and the total: earned, possible (tests skipped at collection excluded), passed,
-    failed, skipped."""
+    """Per-unit subtotals and the total: earned, possible (skipped excluded), passed, failed, skipped."""
     units: dict[str, dict[str, Any]] = {}
 
     def bump(acc: dict[str, Any], t: dict[str, Any]) -> None:
         acc["tests"] += 1
-        if t["outcome"] == "skipped":
+        if t["outcome"] == "skipped":  # only the specs can skip (an adapter's skip is a failure): out of the total
             acc["skipped"] += 1
-            if t.get("static_skip", True):  # known at collection: out of the total for every submission
-                return
-            acc["possible"] += t["points"]  # a skip while running stays in the total (earns nothing)
             return
         acc["possible"] += t["points"]
         acc["earned"] += t["earned"]

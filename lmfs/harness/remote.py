@@ -89,10 +89,12 @@ class WorkerSession:
             return
         self.channel = Path(self.scratch) / f"chan-{uuid.uuid4().hex[:8]}"
         self.channel.mkdir(parents=True)
-        view = WorkerView(scratch=self.scratch, readonly=self.readonly, sys_path=self.sys_path, tmp_mb=self.tmp_mb)
+        shared = os.environ.get("LMFS_WORKER_SHARED")
+        view = WorkerView(scratch=self.scratch, readonly=self.readonly, sys_path=self.sys_path, tmp_mb=self.tmp_mb,
+                          shared=Path(shared) if shared else None)
         cmd = worker_command(view, self.sandbox, "serve", str(self.channel),
                              "sandboxed" if self.sandbox.sandboxed else "fallback")
-        env = None if self.sandbox.sandboxed else fallback_env()
+        env = None if self.sandbox.sandboxed else fallback_env(view)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                      cwd=str(self.scratch))

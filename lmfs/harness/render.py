@@ -30,6 +30,7 @@ SECTION_PROVIDERS: list[str] = [
     "lmfs.kernels.report:section",
     "lmfs.infer.report:section",
     "lmfs.data.report:section",
+    "lmfs.parallel.report:section",
     "lmfs.align.report:section",
 ]
 

@@ -30,8 +30,10 @@ WORKER_IN_SANDBOX = "/lmfs-worker/worker.py"
 NEUTRAL_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "USER": "student",
                "LOGNAME": "student", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
                "PYTHONHASHSEED": "0", "TMPDIR": "/tmp"}
+# neutral settings the specs' libraries read, passed through when set (never the grader's other variables)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-               "OPENBLAS_L2_SIZE")
+               "OPENBLAS_L2_SIZE", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE",
+               "TRANSFORMERS_OFFLINE")
 
 
 @dataclass
@@ -58,13 +60,16 @@ class WorkerView:
     readonly: list[Path] = field(default_factory=list)
     sys_path: list[str] = field(default_factory=list)
     tmp_mb: int = 512
+    shared: Path | None = None  # the shared data catalogue (shown read-only, named by $LMFS_SHARED_DIR)
 
 
-def worker_env() -> dict[str, str]:
+def worker_env(view: WorkerView | None = None) -> dict[str, str]:
     env = dict(NEUTRAL_ENV)
     for var in THREAD_VARS:
         if var in os.environ:
             env[var] = os.environ[var]
+    if view is not None and view.shared is not None:
+        env["LMFS_SHARED_DIR"] = str(view.shared)
     return env
 
 
@@ -116,7 +121,7 @@ def bwrap_args(view: WorkerView) -> list[str]:
         args += ["--ro-bind", str(root), str(root)]
     args += ["--ro-bind", str(WORKER), WORKER_IN_SANDBOX]
     args += ["--bind", str(view.scratch), str(view.scratch), "--chdir", "/tmp", "--clearenv"]
-    for k, v in worker_env().items():
+    for k, v in worker_env(view).items():
         args += ["--setenv", k, v]
     return args
 
@@ -128,8 +133,8 @@ def worker_command(view: WorkerView, info: SandboxInfo, *worker_args: str) -> li
     return [sys.executable, "-I", str(WORKER), *worker_args]
 
 
-def fallback_env() -> dict[str, str]:
-    return worker_env()
+def fallback_env(view: WorkerView | None = None) -> dict[str, str]:
+    return worker_env(view)
 
 
 _PROBED: SandboxInfo | None = None

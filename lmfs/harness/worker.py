@@ -352,6 +352,8 @@ class Peer:
                 base = getattr(__import__(mod, fromlist=[attr]), attr)
                 if base not in bases:
                     bases.append(base)
+        if "class" not in info and any(m in ("_io._TextIOBase", "io.TextIOBase") for m in mro):
+            return _RemoteTextFile(self, hid)
         if "class" not in info and any(m in ("_io._IOBase", "io.IOBase") for m in mro):
             return _RemoteFile(self, hid)
         label = str(info.get("class") or info.get("type") or "object").rsplit(".", 1)[-1][:80]
@@ -394,6 +396,8 @@ class Peer:
             return ("H", self.export(obj))
         if torch is not None and isinstance(obj, torch.nn.Module):
             return _PICKLE  # by value; its class is pickled by reference or shipped (above)
+        if top == "transformers" and not callable(obj) and _importable(cls):
+            return _PICKLE  # a model's configuration objects travel with it
 
         return None
 
@@ -420,7 +424,11 @@ class Peer:
             self._next_sid += 2
             inputs = self._graph_inputs(t)
             self._graphs[gid] = (t, inputs)
-            graph = (gid, inputs)
+            try:  # a custom autograd Function's saved tensors, as copies (specs look at what it saved)
+                saved = [x.detach() for x in t.grad_fn.saved_tensors]
+            except (AttributeError, RuntimeError):
+                saved = []
+            graph = (gid, inputs, saved)
         self._shared[sid][1] = t._version
         self._shared[sid][2] = self._grad_state(t)
         self._shared[sid][3] = _digest(t)
@@ -514,7 +522,8 @@ class Peer:
 
     def _bridge(self, graph: tuple, data):
         torch = _torch()
-        gid, input_sids = graph
+        gid, input_sids, saved = graph
+        saved = [x for x in saved if isinstance(x, torch.Tensor)] if isinstance(saved, list) else []
         inputs = []
         for s in input_sids if isinstance(input_sids, list) else []:
             e = self._shared.get(s)
@@ -523,7 +532,7 @@ class Peer:
                 inputs.append((s, x))
         fn = _bridge_function()
         anchor = torch.zeros((), requires_grad=True)  # keeps the node in the graph when no input needs grad
-        return fn.apply(self, gid, [s for s, _ in inputs], data, anchor, *[x for _, x in inputs])
+        return fn.apply(self, gid, [s for s, _ in inputs], data, saved, anchor, *[x for _, x in inputs])
 
     def _sync_out(self) -> list:
         """In-place changes to shared tensors since the last message (data, .grad)."""
@@ -574,7 +583,7 @@ class Peer:
     def _resolve_ref(self, pid: tuple) -> Any:
         kind = pid[0]
         if kind == "T":
-            return self._decode_tensor(pid[1])
+            return self._decode_tensor(self._replace_refs(pid[1], {}) if self.trusted else pid[1])
         if kind == "H":
             return self._resolve_handle(*pid[1])
         if kind == "D":
@@ -659,10 +668,18 @@ class Peer:
         cls = self._shipped.get(key)
         if cls is None:
             ns: dict[str, Any] = {"__name__": "__lmfs_shipped__"}
-            for alias, modname in (imports or {}).items():
+            import importlib
+
+            for alias, target in (imports or {}).items():
+                modname, _, attr = str(target).partition(":")
+                if modname.split(".")[0] not in WORKER_IMPORTABLE:
+                    continue
                 try:
-                    ns[alias] = __import__(modname, fromlist=["_"]) if "." in modname else __import__(modname)
-                except ImportError:
+                    obj = importlib.import_module(modname)
+                    for part in attr.split(".") if attr else ():
+                        obj = getattr(obj, part)
+                    ns[str(alias)] = obj
+                except (ImportError, AttributeError):
                     pass
             exec(compile(source, f"<spec class {name}>", "exec"), ns)
             cls = ns[name]
@@ -922,20 +939,63 @@ def _is_stream(obj: Any) -> bool:
 
 
 def _class_source(cls: type) -> tuple[str, dict[str, str]] | None:
-    """A spec's own module class as (source, {alias: module name}) of the modules its module imported."""
+    """A spec's own module class as (source, {name: "module" or "module:attr"}): the class's source preceded by
+    the sources of the same-module classes and functions it names (recursively) and its plain constants; the
+    modules and importable names its module bound, to import in the worker."""
     import inspect
+    import re
     import textwrap
 
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return None
     mod = sys.modules.get(cls.__module__)
+    if mod is None:
+        return None
+    glob = vars(mod)
+    order: list[str] = []
+    seen: set[str] = set()
+    consts: list[str] = []
+
+    def visit(obj: Any) -> bool:
+        try:
+            src = textwrap.dedent(inspect.getsource(obj))
+        except (OSError, TypeError):
+            return False
+        for ident in dict.fromkeys(re.findall(r"\b[A-Za-z_]\w*\b", src)):
+            if ident in seen or ident == obj.__name__:
+                continue
+            value = glob.get(ident)
+            if isinstance(value, (type, types.FunctionType)) and getattr(value, "__module__", None) == mod.__name__:
+                seen.add(ident)
+                visit(value)
+            elif type(value) in (int, float, str, bool, bytes) or (type(value) is tuple and all(
+                    type(x) in (int, float, str, bool) for x in value)):
+                seen.add(ident)
+                consts.append(f"{ident} = {value!r}")
+        order.append(src)
+        return True
+
+    seen.add(cls.__name__)
+    if not visit(cls):
+        return None
     imports: dict[str, str] = {}
-    for alias, value in vars(mod).items() if mod else ():
+    for alias, value in glob.items():
         if isinstance(value, types.ModuleType) and value.__name__.split(".")[0] in WORKER_IMPORTABLE:
             imports[alias] = value.__name__
-    return source, imports
+        elif (alias not in seen and not alias.startswith("__") and isinstance(value, (type, types.FunctionType))) \
+                or getattr(value, "__module__", None) in ("typing", "typing_extensions"):
+            owner = getattr(value, "__module__", None) or ""
+            if owner.split(".")[0] in WORKER_IMPORTABLE and _importable_name(owner, alias, value):
+                imports[alias] = f"{owner}:{getattr(value, '__qualname__', alias)}"
+    return "\n".join([*consts, *order]), imports
+
+
+def _importable_name(module: str, alias: str, value: Any) -> bool:
+    mod = sys.modules.get(module)
+    if mod is None:
+        return False
+    obj = mod
+    for part in str(getattr(value, "__qualname__", alias)).split("."):
+        obj = getattr(obj, part, None)
+    return obj is value
 
 
 def _proxy_metaclass(bases: list[type]) -> type:
@@ -1042,9 +1102,43 @@ class RemoteObject:
         raise TypeError(f"a remote object cannot be pickled ({type(self).__name__})")
 
 
+class _RemoteTextFile(io.TextIOBase):
+    """A text file of the other process (a spec's ``open(path)``) as a local text file: read, readline and
+    iteration are requests."""
+
+    def __init__(self, peer: Peer, hid: int) -> None:
+        super().__init__()
+        self._peer, self._hid = peer, hid
+
+    def _call(self, name: str, *args: Any) -> Any:
+        return self._peer.request(self._hid, "call_attr", name, *args)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        data = self._call("read", -1 if size is None else int(size))
+        if not isinstance(data, str):
+            raise TypeError("read() of the remote text file did not return str")
+        return data
+
+    def readline(self, size: int = -1) -> str:
+        data = self._call("readline", int(size))
+        if not isinstance(data, str):
+            raise TypeError("readline() of the remote text file did not return str")
+        return data
+
+    def write(self, text: str) -> int:
+        n = self._call("write", str(text))
+        return int(n) if isinstance(n, int) else len(text)
+
+    def close(self) -> None:  # the owner closes its file
+        pass
+
+
 def _proxied_handle(obj: Any, peer: Peer) -> int | None:
     """The other side's handle id when ``obj`` is one of ``peer``'s proxies (object, class or file)."""
-    if isinstance(obj, _RemoteFile):
+    if isinstance(obj, (_RemoteFile, _RemoteTextFile)):
         return obj._hid if obj._peer is peer else None
     if isinstance(obj, RemoteObject) or (isinstance(obj, type) and issubclass(obj, RemoteObject)):
         try:
@@ -1115,9 +1209,11 @@ def _bridge_function():
 
     class Bridge(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, peer, gid, sids, data, anchor, *inputs):
+        def forward(ctx, peer, gid, sids, data, saved, anchor, *inputs):
             ctx.peer, ctx.gid, ctx.sids = peer, gid, sids
             ctx.n = len(inputs)
+            if saved:
+                ctx.save_for_backward(*saved)
             return data.clone()
 
         @staticmethod
@@ -1131,7 +1227,7 @@ def _bridge_function():
             for s in ctx.sids:
                 g = by_sid.get(s)
                 grads.append(g if g is None or isinstance(g, torch.Tensor) else None)
-            return (None, None, None, None, None, *grads)
+            return (None, None, None, None, None, None, *grads)
 
     _BRIDGE = Bridge
     return Bridge

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -166,11 +165,17 @@ def grade_attack(attack: str, work: Path, tree: Path = ROOT, unit: str = "optim"
            *(extra_args or [])]
     out = Outcome(attack=attack)
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # the grade runs under a small wrapper that reports the largest RSS among its own descendants
+    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+               "print('LMFS-MAXRSS-KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True); "
+               "sys.exit(rc)")
+    proc = subprocess.Popen([sys.executable, "-c", wrapper, *cmd], cwd=tree, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     stdout, _ = proc.communicate(timeout=1800)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     out.wall_s = round(time.monotonic() - t0, 1)
-    out.peak_rss_mb = round(usage.ru_maxrss / 1024, 1)
+    for line in stdout.decode("utf-8", "replace").splitlines()[-5:]:
+        if line.startswith("LMFS-MAXRSS-KB "):
+            out.peak_rss_mb = round(int(line.split()[1]) / 1024, 1)
     time.sleep(0.5)
     listener.close()
     out.connections = listener.accepted

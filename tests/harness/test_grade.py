@@ -122,19 +122,17 @@ def test_cli_nonexistent_adapter_exits_nonzero_with_message(tmp_path: Path) -> N
     assert not (tmp_path / "grade").exists()
 
 
-def test_summarize_excludes_only_collection_time_skips_from_possible() -> None:
+def test_summarize_excludes_skipped_from_possible() -> None:
     tests = [
         {"unit": "a", "points": 2.0, "earned": 2.0, "outcome": "passed"},
         {"unit": "a", "points": 3.0, "earned": 0.0, "outcome": "timeout"},
-        {"unit": "b", "points": 5.0, "earned": 0.0, "outcome": "skipped", "static_skip": True},
-        {"unit": "c", "points": 4.0, "earned": 0.0, "outcome": "skipped", "static_skip": False},
+        {"unit": "b", "points": 5.0, "earned": 0.0, "outcome": "skipped"},
     ]
     units, total = summarize(tests)
     assert units["a"] == {"earned": 2.0, "possible": 5.0, "tests": 2, "passed": 1, "failed": 1, "skipped": 0,
                           "percent": 40.0}
     assert units["b"]["possible"] == 0.0 and units["b"]["percent"] is None
-    assert units["c"]["possible"] == 4.0  # a skip while running stays in the total
-    assert total["earned"] == 2.0 and total["possible"] == 9.0 and total["skipped"] == 2
+    assert total["earned"] == 2.0 and total["possible"] == 5.0 and total["skipped"] == 1
 
 
 def test_grade_names_never_collide_for_two_students(tmp_path: Path) -> None:
