@@ -22,6 +22,7 @@ Both are deterministic across runs and processes (no salted ``hash()``; the MinH
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -126,13 +127,18 @@ def normalize_text(text: str) -> str:
         text = text.encode("ascii").translate(None, _ASCII_PUNCT).decode("ascii")
     else:
         text = unicodedata.normalize("NFD", text)
-        extra = sorted(c for c in set(_NON_ASCII.findall(text)) if _deleted(c))
-        cls = re.escape(_ASCII_PUNCT.decode("ascii") + "".join(extra))
-        text = re.sub(f"[{cls}]+", "", text)
+        extra = "".join(sorted(c for c in set(_NON_ASCII.findall(text)) if _deleted(c)))
+        text = _delete_pattern(extra).sub("", text)
     return " ".join(text.lower().split())
 
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _delete_pattern(extra: str) -> re.Pattern:
+    """ASCII punctuation plus the document's non-ASCII marks and punctuation, as one compiled class."""
+    return re.compile(f"[{re.escape(_ASCII_PUNCT.decode('ascii') + extra)}]+")
 _DELETED: dict[str, bool] = {}
 
 
@@ -260,10 +266,18 @@ class MinHasher:
                         acc1 += words[s0 + j : s0 + j + 1] * q_pows[j] * np.uint64(0x9E3779B97F4A7C15)
                     g = _mix64(acc1 + np.uint64(c))
             else:
-                g = np.unique(full[s0 : s0 + c - n + 1])
+                g = full[s0 : s0 + c - n + 1]
             grams_list.append(g)
             offsets[i + 1] = offsets[i] + g.size
         grams = np.concatenate(grams_list) if grams_list else np.zeros(0, dtype=np.uint64)
+        if grams.size:  # sort and deduplicate inside each document, for the whole batch in one pass
+            doc = np.repeat(np.arange(len(normalized)), np.diff(offsets))
+            order = np.lexsort((grams, doc))
+            grams, doc = grams[order], doc[order]
+            keep = np.ones(grams.size, dtype=bool)
+            keep[1:] = (grams[1:] != grams[:-1]) | (doc[1:] != doc[:-1])
+            grams, doc = grams[keep], doc[keep]
+            offsets = np.concatenate(([0], np.cumsum(np.bincount(doc, minlength=len(normalized))))).astype(np.int64)
         return grams, offsets
 
     def signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
