@@ -19,6 +19,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "seed": 0,
         "threads": 1,
         "init": "scratch",  # scratch | smollm2 | a .gguf file | an lmfs checkpoint (align run folder)
+        "init_optimizer": False,  # also start from the init checkpoint's optimizer state (AdamW moments)
         "rollout_backend": "auto",  # auto (the inference engine when installed) | engine | builtin
         "ckpt_every": 20,  # optimizer updates (GRPO, SFT, DPO) or rounds (EI) between checkpoints
         "keep_checkpoints": 2,

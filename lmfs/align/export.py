@@ -23,7 +23,17 @@ def _diff_interval(a: dict[str, Any], b: dict[str, Any], z: float = 1.96) -> tup
     return diff, diff - half, diff + half
 
 
-def export(sft_dir: str, rl_dirs: dict[str, str], dpo_dir: str | None, out: str | Path) -> dict[str, Any]:
+def _last_eval(d: Path) -> tuple[dict[str, Any], bool]:
+    """The run's final held-out evaluation: from summary.json when it finished, else the last eval record in
+    metrics.jsonl (a run stopped early); the flag says which."""
+    if (d / "summary.json").is_file():
+        return json.loads((d / "summary.json").read_text())["heldout_last"], True
+    evals = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    return evals[-1], False
+
+
+def export(sft_dir: str, rl_dirs: dict[str, str], dpo_dir: str | None, out: str | Path,
+           settings: dict[str, str] | None = None) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sft = json.loads((Path(sft_dir) / "summary.json").read_text())
@@ -31,15 +41,17 @@ def export(sft_dir: str, rl_dirs: dict[str, str], dpo_dir: str | None, out: str 
               {"stage": "after SFT", "run": Path(sft_dir).name, **sft["heldout_last"]}]
     verdicts = []
     for label, d in rl_dirs.items():
-        s = json.loads((Path(d) / "summary.json").read_text())
-        stages.append({"stage": f"after {label}", "run": Path(d).name, **s["heldout_last"]})
-        diff, lo, hi = _diff_interval(sft["heldout_last"], s["heldout_last"])
+        last, finished = _last_eval(Path(d))
+        stages.append({"stage": f"after {label}", "run": Path(d).name, "finished": finished,
+                       "setting": (settings or {}).get(label, ""), **last})
+        diff, lo, hi = _diff_interval(sft["heldout_last"], last)
         verdicts.append(f"{label} − SFT = {diff:+.3f} (95% CI of the difference [{lo:+.3f}, {hi:+.3f}]): "
                         + ("beats SFT by more than the interval" if lo > 0 else
                            "does NOT beat SFT by more than the interval"))
     for d in [sft_dir, *rl_dirs.values(), *([dpo_dir] if dpo_dir else [])]:
         name = Path(d).name
-        shutil.copyfile(Path(d) / "summary.json", out / f"{name}.summary.json")
+        if (Path(d) / "summary.json").is_file():
+            shutil.copyfile(Path(d) / "summary.json", out / f"{name}.summary.json")
         shutil.copyfile(Path(d) / "metrics.jsonl", out / f"{name}.metrics.jsonl")
     result: dict[str, Any] = {"stages": stages, "verdict": " | ".join(verdicts)}
     if dpo_dir:

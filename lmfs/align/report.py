@@ -54,16 +54,19 @@ def _align_section(reports_dir: Path) -> Section | None:
     rows = "".join(
         f"<tr><td>{escape(stage['stage'])}</td><td>{escape(stage.get('run', ''))}</td>"
         f"<td>{stage['heldout_accuracy']:.3f}</td><td>[{stage['ci95_low']:.3f}, {stage['ci95_high']:.3f}]</td>"
-        f"<td>{stage.get('n', '')}</td></tr>" for stage in r.get("stages", []))
+        f"<td>{stage.get('n', '')}</td><td>{escape(stage.get('setting', ''))}</td></tr>"
+        for stage in r.get("stages", []))
     body += ("<table class='table'><tr><th>stage</th><th>run</th><th>held-out accuracy</th><th>95% CI</th><th>n"
-             "</th></tr>" + rows + "</table>")
+             "</th><th>setting</th></tr>" + rows + "</table>")
     if r.get("verdict"):
         body += note(escape(r["verdict"]))
     if r.get("dpo"):
         d = r["dpo"]
         body += note(escape(f"DPO: held-out preference accuracy {d['before']:.3f} → {d['after']:.3f} "
                             f"(95% CI after [{d['after_ci'][0]:.3f}, {d['after_ci'][1]:.3f}], n={d['n']})."))
-    for m in sorted(root.glob("*metrics.jsonl")):
+    for m in [root / "addition-grpo.metrics.jsonl", root / "grpo-clip-lr5e-5.metrics.jsonl"]:
+        if not m.is_file():
+            continue
         recs = [json.loads(x) for x in m.read_text(encoding="utf-8").splitlines() if x.strip()]
         if any(x.get("kind") == "rollout" for x in recs):
             body += _curves(recs, m.name)

@@ -174,6 +174,13 @@ class Run:
         found = ackpt.latest(self.out)
         if found is not None:
             self._resume(found)
+        elif cfg["run"]["init_optimizer"]:
+            from lmfs.train.checkpoint import find_checkpoint, read_checkpoint
+
+            payload = read_checkpoint(find_checkpoint(cfg["run"]["init"]))
+            if payload.get("optimizer") is None:
+                raise ValueError(f"run.init_optimizer: {cfg['run']['init']} holds no optimizer state")
+            self.opt.load_state_dict(payload["optimizer"])
         from lmfs.train.metrics import MetricsLog, truncate_metrics
 
         truncate_metrics(self.out / "metrics.jsonl", self.iteration)
