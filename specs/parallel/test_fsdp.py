@@ -38,12 +38,14 @@ FP16_DELTA_TOL = 0.05  # fp16 compute: parameter changes within 5% of the same c
 
 # ----------------------------------------------------------------------------------------------- the model
 
-SEEN: list[tuple[weakref.ref, tuple[int, ...]]] = []  # (weight seen in a forward, the full parameter's shape)
+class Seen:
+    """The weights the layers saw in forward: (weak reference, the full parameter's shape)."""
 
+    refs: ClassVar[list[tuple[weakref.ref, tuple[int, ...]]]] = []
 
-def _note(module: nn.Module) -> None:
-    w = module.weight
-    SEEN.append((weakref.ref(w), module.full_shape))
+    @staticmethod
+    def note(module: nn.Module) -> None:
+        Seen.refs.append((weakref.ref(module.weight), module.full_shape))
 
 
 class Linear(nn.Module):
@@ -54,7 +56,7 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.randn(d_out) * 0.1) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _note(self)
+        Seen.note(self)
         y = x @ self.weight.t()
         return y if self.bias is None else y + self.bias
 
@@ -66,7 +68,7 @@ class Embedding(nn.Module):
         self.weight = nn.Parameter(torch.randn(n, d) * 0.5)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        _note(self)
+        Seen.note(self)
         return self.weight[ids]
 
 
@@ -78,7 +80,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(1.0 + 0.1 * torch.randn(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _note(self)
+        Seen.note(self)
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
@@ -223,7 +225,7 @@ def _collectives() -> Collectives:
 def _alive_gathered_fraction() -> float:
     """Of the full-shaped weights the layers saw in the last forward, the share of bytes still allocated."""
     total = alive = 0
-    for ref, shape in SEEN:
+    for ref, shape in Seen.refs:
         t = ref()
         if t is None:
             continue
@@ -296,7 +298,7 @@ def _train_fp32(adapter, rank: int, world: int, obs: Collectives) -> dict[str, A
     out["errs"], out["spread"], out["probe"], out["alive_after_forward"] = [], [], [], []
     for x, y in _batches(world):
         opt.zero_grad()
-        SEEN.clear()
+        Seen.refs.clear()
         obs.phase = "forward"
         loss = _loss(fsdp(x[lo:hi]), y[lo:hi])
         out["alive_after_forward"].append(_alive_gathered_fraction())
