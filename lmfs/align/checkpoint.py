@@ -48,7 +48,7 @@ def latest(out_dir: Path) -> Path | None:
 
 def model_from_payload(payload: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode, tokenizer, align metadata) of an alignment checkpoint payload."""
-    from lmfs.eval.models import tokenizer_from_spec
+    from lmfs.align.models import tokenizer_from_spec
     from lmfs.nn import TransformerConfig, TransformerLM
 
     meta = payload["extra"]["align"]
@@ -58,7 +58,7 @@ def model_from_payload(payload: dict[str, Any]) -> tuple[Any, Any, dict[str, Any
 
 
 def load_lm(path: str | Path) -> Any:
-    from lmfs.eval.models import LoadedModel
+    from lmfs.align.models import LoadedModel
     from lmfs.train.checkpoint import find_checkpoint
 
     payload = read_checkpoint(find_checkpoint(path))

@@ -35,15 +35,8 @@ def _curves(metrics: list[dict], title: str) -> str:
     return svg_figure(fig)
 
 
-def section(reports_dir: Path) -> list[Section] | None:
-    """The alignment section and the evaluations' one (:func:`lmfs.eval.report.section`)."""
-    from lmfs.eval.report import section as eval_section
-
-    out = [s for s in (_align_section(reports_dir), eval_section(reports_dir)) if s is not None]
-    return out or None
-
-
-def _align_section(reports_dir: Path) -> Section | None:
+def section(reports_dir: Path) -> Section | None:
+    """The alignment section (the report lists it through :func:`lmfs.eval.report.section`)."""
     root = Path(reports_dir) / "data" / "align"
     res = root / "results.json"
     if not res.is_file():

@@ -37,8 +37,8 @@ from lmfs.align.grpo import compute_group_normalized_rewards, grpo_microbatch_tr
 from lmfs.align.rewards import SafeReward, get_reward
 from lmfs.align.rollout import SamplingParams, generate
 from lmfs.align.sft import get_response_log_probs, sft_microbatch_train_step
+from lmfs.align.stats import wilson_interval
 from lmfs.align.tasks import CharTokenizer, make_task
-from lmfs.eval.stats import wilson_interval
 from lmfs.nn.functional import log_softmax
 from lmfs.optim import AdamW
 from lmfs.optim.clip import clip_grad_norm_
@@ -63,7 +63,7 @@ class _LogitsView:
 
 def build_lm(cfg: dict[str, Any], task: Any) -> Any:
     """The starting model of a run (``run.init``)."""
-    from lmfs.eval.models import LoadedModel, load
+    from lmfs.align.models import LoadedModel, load
     from lmfs.nn import TransformerConfig, TransformerLM
 
     init = cfg["run"]["init"]

@@ -50,7 +50,7 @@ def register(groups: dict[str, Any]) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from lmfs.eval.models import load, set_threads
+    from lmfs.align.models import load, set_threads
 
     set_threads(args.threads)
     try:

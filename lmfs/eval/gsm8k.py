@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from lmfs.align.parsing import parse_gsm8k_response
 from lmfs.align.rollout import SamplingParams, generate
+from lmfs.align.stats import accuracy_summary
 from lmfs.eval.data import load_gsm8k
 from lmfs.eval.results import ResultsFile
-from lmfs.eval.stats import accuracy_summary
 
 INSTRUCTION = "\nSolve the problem step by step. End with a line 'The answer is N.' where N is a number."
 
@@ -60,7 +60,7 @@ def run_gsm8k(
     fresh: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``lm`` (a :class:`lmfs.eval.models.LoadedModel`) on the first ``limit`` problems; rows go to
+    """Evaluate ``lm`` (a :class:`lmfs.align.models.LoadedModel`) on the first ``limit`` problems; rows go to
     ``out_dir/examples.jsonl`` as they finish, the summary to ``out_dir/summary.json``."""
     from lmfs.atomic import write_json_atomic
 

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from lmfs.align.stats import accuracy_summary
 from lmfs.eval.data import LETTERS, load_mmlu, mmlu_subjects
 from lmfs.eval.results import ResultsFile
-from lmfs.eval.stats import accuracy_summary
 from lmfs.nn.functional import log_softmax
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lmfs.align.stats import bootstrap_mean_interval
 from lmfs.eval.results import ResultsFile
-from lmfs.eval.stats import bootstrap_mean_interval
 from lmfs.nn.functional import log_softmax
 
 

@@ -15,7 +15,15 @@ def _fmt(s: dict) -> str:
     return f"{acc:.3f} [{s['ci95_low']:.3f}, {s['ci95_high']:.3f}]" if acc is not None else "—"
 
 
-def section(reports_dir: Path) -> Section | None:
+def section(reports_dir: Path) -> list[Section] | None:
+    """The evaluations' section and the alignment one (:func:`lmfs.align.report.section`)."""
+    from lmfs.align.report import section as align_section
+
+    out = [s for s in (align_section(reports_dir), eval_section(reports_dir)) if s is not None]
+    return out or None
+
+
+def eval_section(reports_dir: Path) -> Section | None:
     root = Path(reports_dir) / "data" / "eval"
     files = sorted(root.glob("*/summary.json"))
     if not files:

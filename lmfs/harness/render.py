@@ -31,7 +31,7 @@ SECTION_PROVIDERS: list[str] = [
     "lmfs.infer.report:section",
     "lmfs.data.report:section",
     "lmfs.parallel.report:section",
-    "lmfs.align.report:section",
+    "lmfs.eval.report:section",
 ]
 
 

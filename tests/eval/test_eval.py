@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from lmfs.align.models import LoadedModel
+from lmfs.align.stats import accuracy_summary, bootstrap_mean_interval, wilson_interval
 from lmfs.align.tasks import CharTokenizer
-from lmfs.eval.models import LoadedModel
 from lmfs.eval.results import ResultsFile
-from lmfs.eval.stats import accuracy_summary, bootstrap_mean_interval, wilson_interval
 from lmfs.nn import TransformerConfig, TransformerLM
 from lmfs.paths import has_shared_data
 

@@ -1,4 +1,4 @@
-"""What an evaluation or a trainer runs: a model, its tokenizer, its stop tokens and how prompts are dressed.
+"""What a trainer or an evaluation runs: a model, its tokenizer, its stop tokens and how prompts are dressed.
 
 ``load(spec)`` understands
 
