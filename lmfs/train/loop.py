@@ -236,7 +236,9 @@ def _train(cfg: TrainConfig, *, progress: bool = True, stop_at: int | None = Non
                 n_params=n_params,
             )
         _note(f"resumed from step {step} ({ckpt})")
-    truncate_metrics(out_dir / "metrics.jsonl", step)  # drop what was logged after that checkpoint
+    # drop what was logged after that checkpoint (everything, when starting from scratch: a run killed before its
+    # first checkpoint would otherwise keep its step-0 record and log it twice)
+    truncate_metrics(out_dir / "metrics.jsonl", step if found is not None else -1)
     save_config(cfg, out_dir / "config.json")
 
     net = torch.compile(model) if cfg.compile else model

@@ -65,10 +65,11 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(b"")
 
 
-def chaos(tmp_path: Path, rounds: int, seed: int) -> dict[str, Any]:
-    """Run the loop; returns its figures (asserting every invariant on the way)."""
+def chaos(tmp_path: Path, rounds: int, seed: int, max_steps: int = 48) -> dict[str, Any]:
+    """Run the loop; returns its figures (asserting every invariant on the way). Each round moves the run on by
+    one or two checkpoints before killing it."""
     rng = random.Random(seed)
-    cfg = tiny_config(tmp_path, max_steps=48, ckpt_interval=4, eval_interval=8, keep_checkpoints=2,
+    cfg = tiny_config(tmp_path, max_steps=max_steps, ckpt_interval=4, eval_interval=8, keep_checkpoints=2,
                       out_dir=str(tmp_path / "chaos"))
     config = tmp_path / "chaos.json"
     config.write_text(json.dumps(cfg.to_dict()))
@@ -86,7 +87,7 @@ def chaos(tmp_path: Path, rounds: int, seed: int) -> dict[str, Any]:
             break
         mid_save = r % 2 == 0 or rng.random() < 0.5
         if mid_save:  # stop inside the save of a later checkpoint (bytes written, not yet renamed)
-            target = rng.randrange(at // 4 + 1, cfg.max_steps // 4) * 4
+            target = min(at + 4 * rng.randrange(1, 3), cfg.max_steps)
             proc = _launch(config, f"{target}:120")
             figures["launches"] += 1
             reached = _wait_for(lambda t=target: any(ckpts.glob(f".ckpt_{t:08d}.pt.tmp-*")), proc, "the save")
@@ -148,7 +149,7 @@ def test_chaos_short(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_chaos_long(tmp_path: Path, seed: int) -> None:
-    figures = chaos(tmp_path, rounds=12, seed=seed)
-    assert figures["kills"] >= 6
+    figures = chaos(tmp_path, rounds=16, seed=seed, max_steps=96)
+    assert figures["kills"] >= 12

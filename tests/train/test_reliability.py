@@ -243,3 +243,18 @@ def test_max_steps_shorter_than_warmup_names_the_setting(tmp_path: Path, capsys:
     err = capsys.readouterr().err
     assert "warmup_iters" in err and "--set warmup_iters=2" in err and "max_steps" in err
 
+
+
+def test_run_killed_before_its_first_checkpoint_logs_step_0_once(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True)
+    # what a run SIGKILLed after its step-0 evaluation and a few steps, before any checkpoint, leaves behind
+    (out / "metrics.jsonl").write_text(
+        json.dumps({"kind": "val", "step": 0, "val_loss": 3.5}) + "\n"
+        + json.dumps({"kind": "train", "step": 1, "train_loss": 3.4}) + "\n"
+    )
+    train(cfg, progress=False)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "val"] == [0, 4, 8, 12]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 13))
