@@ -41,11 +41,15 @@ FP16_DELTA_TOL = 0.05  # fp16 compute: parameter changes within 5% of the same c
 class Seen:
     """The weights the layers saw in forward: (weak reference, the full parameter's shape)."""
 
-    refs: ClassVar[list[tuple[weakref.ref, tuple[int, ...]]]] = []
+    refs: ClassVar[list[tuple[weakref.ref, tuple[int, ...], int]]] = []  # (ref, full shape, bytes if full)
 
     @staticmethod
     def note(module: nn.Module) -> None:
-        Seen.refs.append((weakref.ref(module.weight), module.full_shape))
+        import weakref  # here, not at module level: the method may run where only this class was sent
+
+        w = module.weight
+        full = tuple(w.shape) == module.full_shape
+        Seen.refs.append((weakref.ref(w), module.full_shape, w.numel() * w.element_size() if full else 0))
 
 
 class Linear(nn.Module):
@@ -222,20 +226,16 @@ def _collectives() -> Collectives:
     return obs
 
 
-def _alive_gathered_fraction() -> float:
-    """Of the full-shaped weights the layers saw in the last forward, the share of bytes still allocated."""
+def _alive_gathered_fraction() -> float | None:
+    """Of the full-shaped weights the layers saw in the last forward, the share of bytes still allocated
+    (None when the layers saw no full-shaped weight in this process)."""
     total = alive = 0
-    for ref, shape in Seen.refs:
-        t = ref()
-        if t is None:
-            continue
-        if tuple(t.shape) != shape:
-            continue
-        nbytes = t.numel() * t.element_size()
+    for ref, shape, nbytes in Seen.refs:
         total += nbytes
-        if t.untyped_storage().nbytes() > 0:
+        t = ref()
+        if nbytes and t is not None and tuple(t.shape) == shape and t.untyped_storage().nbytes() > 0:
             alive += nbytes
-    return alive / total if total else 0.0
+    return alive / total if total else None
 
 
 def _elements(tensors: list[torch.Tensor | None]) -> int:
@@ -494,6 +494,10 @@ def assert_state_sharded(results: list[dict[str, Any]]) -> None:
         )
         assert sum(got) >= full, f"{key}: ranks hold {got} elements together, fewer than the model's {full}"
     for rank, r in enumerate(per_rank):
+        assert None not in r["alive_after_forward"], (
+            f"rank {rank}: the layers saw no full-shaped weight in forward (gathered weights must be full "
+            "tensors when the module's forward reads them)"
+        )
         alive = max(r["alive_after_forward"])
         assert alive <= 0.5, (
             f"rank {rank}: after forward {alive:.0%} of the gathered weights' bytes are still allocated: the full "
