@@ -75,12 +75,12 @@ def _memory(rank: int, world: int, every: int) -> dict[str, float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("impl", list(SETTINGS))
 def test_activation_checkpointing_step(benchmark, torch_threads, impl):
+    benchmark.group = "actckpt-step-cpu"
     every = SETTINGS[impl]
     (mem,) = run_ranks(_memory, 1, every, timeout=600)
     _, step = _setup(every)
     step()
     benchmark.pedantic(step, rounds=5, warmup_rounds=1, iterations=1)
-    benchmark.group = "actckpt-step-cpu"
     benchmark.extra_info.update(impl=impl, activation_checkpointing=every,
                                 tokens=BATCH * CONFIG["context_length"],
                                 **{k: round(v, 1) for k, v in mem.items()})

@@ -134,13 +134,13 @@ _DDP_STATE: dict[str, int] = {}
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_fsdp_step(benchmark, impl):
+    benchmark.group = "fsdp-step-2ranks"
     ranks = _Ranks(impl)
     try:
         ranks.step()  # untimed: first-step allocations, optimizer state
         benchmark.pedantic(ranks.step, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     finally:
         per_rank = ranks.close()
-    benchmark.group = "fsdp-step-2ranks"
     r0 = per_rank[0]
     if impl == "lmfs-ddp":
         _DDP_STATE["bytes"] = r0["state_bytes"]
