@@ -85,6 +85,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "gpu: needs CUDA; skipped without it",
         "slow: long-running; excluded from the default suite",
         "triton: runs Triton kernels (interpreter on CPU)",
+        "colocated: observes the adapter from inside the spec's own processes (patched collectives, forward "
+        "probes); skipped, for every submission alike, when the grader hosts the adapter in its sandbox",
     ):
         config.addinivalue_line("markers", line)
     spec = config.getoption("--adapter")
@@ -217,6 +219,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs CUDA")
         for it in gpu_items:
             it.add_marker(skip)
+    # A colocated spec watches the submission's collectives and layers from inside its own rank processes,
+    # which the sandboxed grader keeps apart from the submission: it cannot be judged there. The skip is
+    # decided here, before any submission code runs, and is the same for every adapter graded this way.
+    if config.getoption("--grade-worker"):
+        skip = pytest.mark.skip(
+            reason="colocated spec: needs the adapter in the spec's own processes; not gradable in the sandbox "
+            "(run `pytest specs/parallel --adapter FILE` to check it unsandboxed)"
+        )
+        for it in items:
+            if it.get_closest_marker("colocated"):
+                it.add_marker(skip)
 
 
 # ----------------------------------------------------------------------------------------------- grading

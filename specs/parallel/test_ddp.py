@@ -272,6 +272,7 @@ def _overlap_ranks(rank: int, world: int, adapter, variants: tuple = OVERLAP_202
             )
 
 
+@pytest.mark.colocated
 @pytest.mark.points(2)
 def test_ddp_communication_overlaps_backward(adapter, run_ranks):
     """Both wrappers (bucketed with one parameter per bucket) issue asynchronous all-reduces while backward
@@ -283,6 +284,7 @@ def test_ddp_communication_overlaps_backward(adapter, run_ranks):
     run_ranks(_overlap_ranks, WORLD, adapter)
 
 
+@pytest.mark.colocated
 @pytest.mark.points(2)
 def test_ddp_2026_communication_overlaps_backward(adapter, run_ranks):
     """As above for ``get_ddp``: asynchronous all-reduces issued while backward runs, one per trainable

@@ -523,6 +523,7 @@ def assert_fp16_compute(results: list[dict[str, Any]]) -> None:
         )
 
 
+@pytest.mark.colocated
 @pytest.mark.points(4)
 def test_fsdp_matches_single_process(fsdp_ranks):
     """fp32: after every step the gathered parameters equal one process on the global batch (tied weights, a
@@ -530,22 +531,26 @@ def test_fsdp_matches_single_process(fsdp_ranks):
     assert_matches_single_process(fsdp_ranks)
 
 
+@pytest.mark.colocated
 @pytest.mark.points(2)
 def test_fsdp_gradients_are_the_mean_over_ranks(fsdp_ranks):
     assert_gradients_averaged(fsdp_ranks)
 
 
+@pytest.mark.colocated
 @pytest.mark.points(2)
 def test_fsdp_gradients_reduce_scattered_during_backward(fsdp_ranks):
     assert_reduce_scatter_during_backward(fsdp_ranks)
 
 
+@pytest.mark.colocated
 @pytest.mark.points(2)
 def test_fsdp_gather_full_params(fsdp_ranks):
     """Every parameter under the unwrapped module's name, full shape, fp32, equal to the model's."""
     assert_gather_full_params(fsdp_ranks)
 
 
+@pytest.mark.colocated
 @pytest.mark.points(3)
 def test_fsdp_state_is_sharded(fsdp_ranks):
     """Parameters, gradients and optimizer state per rank are ~1/world of the model's (≤ 0.6 on 2 ranks, all
@@ -553,6 +558,7 @@ def test_fsdp_state_is_sharded(fsdp_ranks):
     assert_state_sharded(fsdp_ranks)
 
 
+@pytest.mark.colocated
 @pytest.mark.points(3)
 def test_fsdp_fp16_compute_keeps_fp32_master(fsdp_ranks):
     """compute_dtype=float16: all-gathers move fp16, the optimizer sees fp32 parameters and gradients, and the
