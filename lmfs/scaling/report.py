@@ -235,8 +235,13 @@ def _safe_table(loader: Any) -> Any:
 
 def section(reports_dir: Path) -> list[Section] | None:
     data_dir = Path(reports_dir) / "data" / "scaling"
-    epoch = _load_json(data_dir / "fit_epoch.json")
-    iso = _load_json(data_dir / "fit_isoflops.json")
+    local_dir = Path(reports_dir) / "local" / "scaling"  # the main job's fresh fits (ignored), when there
+
+    def fit_path(name: str) -> Path:
+        return local_dir / name if (local_dir / name).is_file() else data_dir / name
+
+    epoch = _load_json(fit_path("fit_epoch.json"))
+    iso = _load_json(fit_path("fit_isoflops.json"))
     sweep_fit = _load_json(data_dir / "sweep_cpu_fit.json")
     strategy = _load_json(data_dir / "simulator_strategy.json")
     sweep_csv = data_dir / "sweep_cpu.csv"
@@ -246,10 +251,10 @@ def section(reports_dir: Path) -> list[Section] | None:
     from lmfs.scaling.tables import load_epoch_table, load_isoflops_table, read_table
 
     parts: list[str] = [
-        data_provenance(data_dir / name, name, ["lmfs/scaling"], machine="n/a (seeded fit)",
+        data_provenance(fit_path(name), name, ["lmfs/scaling"], machine="n/a (seeded fit)",
                         threads="n/a (not a timing)")
         for name in ("fit_epoch.json", "fit_isoflops.json", "sweep_cpu_fit.json", "simulator_strategy.json")
-        if (data_dir / name).is_file()
+        if fit_path(name).is_file()
     ]
     fits = [f for f in (epoch, iso) if f]
     if fits:
