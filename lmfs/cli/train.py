@@ -119,8 +119,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     samples = Path(dest) / "samples.txt"
     if samples.is_file():
-        print("\nsamples (prompt, then the model's continuation):")
-        print(samples.read_text(encoding="utf-8"))
+        # on stderr, like the paths below: stdout stays one JSON document a script can parse
+        print("\nsamples (prompt, then the model's continuation):", file=sys.stderr)
+        print(samples.read_text(encoding="utf-8"), file=sys.stderr)
     where = f"exported to {dest}" if args.export else f"files in {dest} (pass --export DIR to keep them)"
     print(where, file=sys.stderr)
     return 0
