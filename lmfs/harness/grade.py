@@ -256,6 +256,9 @@ def _consume(line: str, child: _Child) -> None:
             child.current = None
 
 
+PROGRESS_EVERY = 15.0  # seconds between progress lines on stderr
+
+
 def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int,
                worker_conf: Path | None = None) -> _Child:
     from lmfs.harness.pytest_plugin import PYTEST_ARGS  # imports pytest: only where a child pytest runs
@@ -296,7 +299,13 @@ def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int,
         started_at = None
         last_event = time.monotonic()
         polls = 0  # RSS is sampled every 4th poll (0.2 s): RLIMIT_DATA does the fine-grained work
+        shown_at = time.monotonic()  # a progress line every PROGRESS_EVERY seconds: a full grade takes minutes
         while True:
+            if time.monotonic() - shown_at > PROGRESS_EVERY and child.collected:
+                shown_at = time.monotonic()
+                now = child.current.get("nodeid", "") if child.current else ""
+                print(f"  graded {len(child.records)}/{len(child.collected)} tests"
+                      + (f" (running {now})" if now else ""), file=sys.stderr, flush=True)
             rc = proc.poll()
             if log.exists():
                 with open(log, encoding="utf-8", errors="replace") as fh:
