@@ -96,12 +96,14 @@ def _limit_memory(memory_mb: int | None) -> Callable[[], None] | None:
     return apply
 
 
-def _tree_rss(pid: int) -> int:
+def _tree_rss(pid: int, include_root: bool = True) -> int:
+    """Resident bytes of ``pid``'s process tree; ``include_root=False`` leaves out ``pid`` itself (the trusted
+    spec process, when the submission runs in worker processes below it)."""
     import psutil
 
     try:
         proc = psutil.Process(pid)
-        total = proc.memory_info().rss
+        total = proc.memory_info().rss if include_root else 0
         for child in proc.children(recursive=True):
             try:
                 total += child.memory_info().rss
@@ -288,6 +290,8 @@ def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int,
             env["LMFS_WORKER_SHARED"] = str(shared)
     hard_timeout = 1.5 * opts.timeout + 2.0
     rss_cap = int(1.25 * opts.memory_mb * 2**20) if opts.memory_mb else None
+    # The cap is the submission's: when it runs in worker processes, the trusted spec process is not counted
+    hosted_here = worker_conf is None
     child = _Child()
     with open(out, "wb") as out_fh:
         proc = subprocess.Popen(
@@ -331,7 +335,7 @@ def _run_child(opts: GradeOptions, paths: list[Path], work: Path, attempt: int,
             elif time.monotonic() - last_event > hard_timeout + 120:
                 child.killed_for = "stalled"  # silent outside any test (collection, fixture teardown)
                 _kill_group(proc)
-            elif rss_cap and (polls := polls + 1) % 4 == 0 and _tree_rss(proc.pid) > rss_cap:
+            elif rss_cap and (polls := polls + 1) % 4 == 0 and _tree_rss(proc.pid, hosted_here) > rss_cap:
                 child.killed_for = "memory"
                 _kill_group(proc)
             time.sleep(0.05)
