@@ -50,12 +50,17 @@ def register(groups: dict[str, Any]) -> None:
         "trace under <out>/plugins/profile/ (TensorBoard profiler layout; opens in Perfetto / chrome://tracing), "
         "the summary under --data-dir (default reports/local/profile, ignored by git; maintainers refresh the "
         "committed summaries with --data-dir reports/data/profile), and on CUDA a memory snapshot + peak memory "
-        "per phase.",
+        "per phase. On every device, the peak memory of one steady-state step as the profiler's "
+        "allocator events show it (above what was live when the step began; per phase too).",
     )
     _add_model_args(prof)
     prof.add_argument("--mode", choices=MODES, default="step")
     prof.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     prof.add_argument("--compile", action="store_true", help="torch.compile the model")
+    prof.add_argument("--activation-checkpointing", type=int, default=0, metavar="K",
+                      help="recompute blocks in backward (TransformerConfig.activation_checkpointing): 0 none "
+                      "(default), 1 every block, K every K-th block; the summary's profiler peak memory shows "
+                      "what it saves")
     prof.add_argument("--active", type=int, default=2, help="profiled steps (after 1 wait + 1 warm-up step)")
     prof.add_argument("--no-stack", action="store_true", help="skip Python stacks (faster, smaller trace)")
     prof.add_argument("--tag", default=None, help="name of this run (default from the options)")
@@ -154,6 +159,7 @@ def _profile(args: argparse.Namespace) -> int:
     import torch
 
     from lmfs.paths import project_root, reports_dir
+    from lmfs.profile.memory import step_peak_memory, to_mib
     from lmfs.profile.model_bench import device_name
     from lmfs.profile.profiler import (
         format_summary,
@@ -168,19 +174,26 @@ def _profile(args: argparse.Namespace) -> int:
     _check_device(args.device)
     if args.active < 1:
         raise CLIError(f"--active must be at least 1 (got {args.active})")
+    ckpt = args.activation_checkpointing
+    if ckpt < 0:
+        raise CLIError(f"--activation-checkpointing must be 0 (none), 1 (every block) or K > 1 (every K-th block); "
+                       f"got {ckpt}")
     _set_threads(args.threads)
     dev = torch.device(args.device)
     tag = args.tag or (f"{name}-ctx{args.context}-{args.mode}-{args.dtype}-{args.attention}-{dev.type}"
-                       + ("-compiled" if args.compile else ""))
+                       + ("-compiled" if args.compile else "") + (f"-ckpt{ckpt}" if ckpt else ""))
     out = Path(args.out) if args.out else project_root() / "runs" / "profile" / tag
     data_dir = Path(args.data_dir) if args.data_dir else reports_dir() / "local" / "profile"
-    work = build_workload(size, args.context, args.device, args.dtype, args.compile, args.attention, args.batch)
+    work = build_workload(size, args.context, args.device, args.dtype, args.compile, args.attention, args.batch,
+                          activation_checkpointing=ckpt)
     summary, trace_dir = profile_workload(work, args.mode, out, tag, active=args.active, with_stack=not args.no_stack)
+    summary["profiler_memory"] = to_mib(step_peak_memory(work.runner(args.mode), dev))
     summary["peak_memory_mib"] = peak_memory_by_phase(work)
     snap = memory_snapshot(work, args.mode, out / "memory_snapshot.pickle")
     meta = {
         "size": name, "context": args.context, "batch": args.batch, "mode": args.mode, "dtype": args.dtype,
-        "compile": args.compile, "attention": args.attention, "device": device_name(dev), "torch": torch.__version__,
+        "compile": args.compile, "attention": args.attention, "activation_checkpointing": ckpt,
+        "device": device_name(dev), "torch": torch.__version__,
         "trace_dir": _display(trace_dir), "memory_snapshot": _display(snap) if snap else None, **_provenance(),
     }
     path = write_summary(summary, meta, data_dir, tag)

@@ -121,6 +121,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("phases_ms_per_step"):
         lines.append("phases (host wall time per step): " + ", ".join(
             f"{k} {v:.2f} ms" for k, v in summary["phases_ms_per_step"].items()))
+    mem = summary.get("profiler_memory")
+    if mem:
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in mem["phase_peak_mib"].items())
+        lines.append(f"profiler peak memory over a step ({mem['device']}, MiB above the step's start): "
+                     f"{mem['peak_mib']:.1f}" + (f" ({phases})" if phases else ""))
     if summary.get("peak_memory_mib"):
         lines.append("peak CUDA memory (MiB): " + ", ".join(
             f"{k} {v:.0f}" for k, v in summary["peak_memory_mib"].items()))

@@ -78,6 +78,14 @@ def _summary_html(doc: dict[str, Any], label: str, rel: str) -> str:
              note(f"{doc.get('time_basis', '')}; {doc.get('total_ms_per_step', float('nan')):.2f} ms per profiled "
                   "step"),
              table_html(cats, float_format="{:.2f}"), table_html(top, float_format="{:.3f}")]
+    mem = doc.get("profiler_memory")
+    if mem:
+        ckpt = doc.get("activation_checkpointing") or 0
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in (mem.get("phase_peak_mib") or {}).items())
+        parts.append(note(
+            f"profiler peak memory over one step ({mem.get('device', '?')} allocator events, above what was live "
+            f"when the step began): {mem['peak_mib']:.1f} MiB" + (f" ({phases})" if phases else "")
+            + (f"; activation checkpointing every {ckpt} block(s)" if ckpt else "")))
     peaks = doc.get("peak_memory_mib")
     if peaks:
         parts.append(note("peak CUDA memory per phase (MiB): "

@@ -103,10 +103,12 @@ def build_workload(
     attention: str = "default",
     batch_size: int = BATCH_SIZE,
     seed: int = 0,
+    activation_checkpointing: int = 0,
 ) -> Workload:
     """The model (float32 weights; ``dtype="bf16"`` runs under autocast), AdamW, and a random batch.
 
     ``attention``: a backend name of :mod:`lmfs.kernels.attention_backends` (``attention_names()``).
+    ``activation_checkpointing``: the model's switch (0 none, 1 every block, k every k-th block).
     """
     from lmfs.nn import TransformerLM
     from lmfs.optim import AdamW
@@ -118,7 +120,7 @@ def build_workload(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu")
     torch.manual_seed(seed)
-    config = make_config(size, context_length)
+    config = make_config({**size, "activation_checkpointing": activation_checkpointing}, context_length)
     model = TransformerLM(config, device=dev)
     model.set_attention_fn(_annotated_attention(attention_fn, dev))
     optimizer = AdamW(model.parameters(), lr=1e-4)

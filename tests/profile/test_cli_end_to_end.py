@@ -33,6 +33,10 @@ def test_profile_writes_trace_and_summary_the_report_shows(tmp_path, reports, ca
     matmul = next(c for c in summary["categories"] if c["category"] == "matmul")
     assert matmul["share"] > 0.0
     assert summary["peak_memory_mib"] is None and summary["memory_snapshot"] is None  # CPU: CUDA parts skipped
+    mem = summary["profiler_memory"]  # the profiler's CPU allocator events, on every device
+    assert mem["device"] == "cpu" and mem["peak_mib"] > 0 and summary["activation_checkpointing"] == 0
+    assert set(mem["phase_peak_mib"]) == {"forward", "backward", "optimizer"}
+    assert max(mem["phase_peak_mib"].values()) == pytest.approx(mem["peak_mib"])
     assert (reports / "local" / "profile" / "t_top.csv").read_text().startswith("name,category")
     assert "ms per step" in capsys.readouterr().out
 
@@ -41,6 +45,25 @@ def test_profile_writes_trace_and_summary_the_report_shows(tmp_path, reports, ca
     sec = section(reports)
     assert sec is not None and "matmul" in sec.html and "attention/softmax" in sec.html
     assert "Local runs" in sec.html and "Numbers from reports/local/profile/t.json" in sec.html
+
+
+def test_profile_with_activation_checkpointing(tmp_path, reports, capsys):
+    rc = main(["profile", "--size", "tiny", "--context", "16", "--batch", "2", "--active", "1", "--no-stack",
+               "--activation-checkpointing", "1", "--out", str(tmp_path / "trace")])
+    assert rc == 0
+    (path,) = (reports / "local" / "profile").glob("*.json")
+    assert path.stem.endswith("-ckpt1")
+    summary = json.loads(path.read_text())
+    assert summary["activation_checkpointing"] == 1 and summary["profiler_memory"]["peak_mib"] > 0
+    assert "profiler peak memory over a step (cpu" in capsys.readouterr().out
+
+    from lmfs.profile.report import section
+
+    sec = section(reports)
+    assert "profiler peak memory over one step" in sec.html and "activation checkpointing every 1" in sec.html
+
+    assert main(["profile", "--size", "tiny", "--activation-checkpointing", "-1"]) == 2
+    assert "--activation-checkpointing must be" in capsys.readouterr().err
 
 
 def test_bench_model_appends_records(tmp_path, reports):
