@@ -6,7 +6,7 @@ d_model 256, 6 layers, context 256, batch 8 (vocab 4096), fp32, with ``activatio
 others (the comparison is lmfs against itself: the recompute cost).
 
 Memory, in ``extra_info``, measured in a fresh spawned process per setting (so one setting's high-water mark
-does not hide another's):
+does not hide another's; 2 torch threads there, ``memory_threads``; the timed step runs on ``threads``):
 
 - ``profiler_peak_mib``: the PyTorch profiler's figure (``torch.profiler.profile(profile_memory=True)``, the
   CPU allocator's allocation and free events summed over a steady-state step, :mod:`lmfs.profile.memory`):
@@ -118,8 +118,8 @@ def test_activation_checkpointing_step(benchmark, torch_threads, impl):
     _, step = _setup(every)
     step()
     benchmark.pedantic(step, rounds=5, warmup_rounds=1, iterations=1)
-    benchmark.extra_info.update(impl=impl, activation_checkpointing=every,
-                                tokens=BATCH * CONFIG["context_length"],
+    benchmark.extra_info.update(impl=impl, activation_checkpointing=every, threads=torch_threads,
+                                memory_threads=2, tokens=BATCH * CONFIG["context_length"],
                                 **{k: round(v, 1) for k, v in mem.items()})
 
 
