@@ -112,3 +112,31 @@ def test_profiler_measured_peak_falls_with_checkpointing():
     assert every["peak_bytes"] < every2["peak_bytes"] < none["peak_bytes"]
     # the gradients the step leaves are the same either way
     assert none["end_bytes"] == every["end_bytes"] == every2["end_bytes"] > 0
+
+
+def test_report_shows_the_profiler_peak_and_the_time_against_no_checkpointing(tmp_path):
+    import json
+
+    from lmfs.parallel.report import section
+
+    def bench(every, median, peak):
+        return {"name": f"t[{every}]", "fullname": f"t[{every}]", "group": "actckpt-step-cpu",
+                "stats": {"median": median},
+                "extra_info": {"activation_checkpointing": every, "profiler_peak_mib": peak, "threads": 1}}
+
+    folder = tmp_path / "bench" / "box"
+    folder.mkdir(parents=True)
+    old = {"datetime": "2026-01-01T00:00:00", "benchmarks": [bench(0, 9.0, 999.0), bench(1, 9.0, 999.0)]}
+    new = {"datetime": "2026-02-01T00:00:00", "load": {"start": [0.5, 0.5, 0.5]},
+           "benchmarks": [bench(1, 1.25, 100.0), bench(0, 1.0, 400.0), bench(2, 1.125, 250.0)]}
+    (folder / "aaa.json").write_text(json.dumps(old))
+    (folder / "bbb.json").write_text(json.dumps(new))
+    html = section(tmp_path).html
+    assert "999" not in html and "reports/bench/box/bbb.json" in html  # the newest run only
+    table = html[html.index("Activation checkpointing"):]
+    # rows none, every 2nd, every block: step ms, time vs none, peak MiB, memory vs none
+    for cells in (("none", "1000", "400"), ("every 2nd block", "1125", "1.125", "250", "0.625"),
+                  ("every block", "1250", "1.25", "100", "0.25")):
+        pos = [table.index(f"<td>{c}</td>") for c in cells]
+        assert pos == sorted(pos), cells
+    assert table.index(">none<") < table.index(">every 2nd block<") < table.index(">every block<")
