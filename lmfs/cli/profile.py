@@ -51,7 +51,7 @@ def register(groups: dict[str, Any]) -> None:
         "the summary under --data-dir (default reports/local/profile, ignored by git; maintainers refresh the "
         "committed summaries with --data-dir reports/data/profile), and on CUDA a memory snapshot + peak memory "
         "per phase. On every device, the peak memory of one steady-state step as the profiler's "
-        "allocator events show it (above what was live when the step began; per phase too).",
+        "allocator events show it (highest minus lowest live bytes in the step; per phase too).",
     )
     _add_model_args(prof)
     prof.add_argument("--mode", choices=MODES, default="step")

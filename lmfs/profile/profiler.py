@@ -124,7 +124,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     mem = summary.get("profiler_memory")
     if mem:
         phases = ", ".join(f"{k} {v:.1f}" for k, v in mem["phase_peak_mib"].items())
-        lines.append(f"profiler peak memory over a step ({mem['device']}, MiB above the step's start): "
+        lines.append(f"profiler peak memory over a step ({mem['device']}, MiB above its lowest live bytes): "
                      f"{mem['peak_mib']:.1f}" + (f" ({phases})" if phases else ""))
     if summary.get("peak_memory_mib"):
         lines.append("peak CUDA memory (MiB): " + ", ".join(

@@ -83,8 +83,8 @@ def _summary_html(doc: dict[str, Any], label: str, rel: str) -> str:
         ckpt = doc.get("activation_checkpointing") or 0
         phases = ", ".join(f"{k} {v:.1f}" for k, v in (mem.get("phase_peak_mib") or {}).items())
         parts.append(note(
-            f"profiler peak memory over one step ({mem.get('device', '?')} allocator events, above what was live "
-            f"when the step began): {mem['peak_mib']:.1f} MiB" + (f" ({phases})" if phases else "")
+            f"profiler peak memory over one step ({mem.get('device', '?')} allocator events, above its lowest live "
+            f"bytes): {mem['peak_mib']:.1f} MiB" + (f" ({phases})" if phases else "")
             + (f"; activation checkpointing every {ckpt} block(s)" if ckpt else "")))
     peaks = doc.get("peak_memory_mib")
     if peaks:
