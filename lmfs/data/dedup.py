@@ -17,6 +17,13 @@ Jaccard check runs on the sorted unique n-gram hashes (64-bit; a collision would
 pipeline's global near-dedup step (:mod:`lmfs.data.steps`) uses the same pieces: signatures per shard, then
 :func:`lsh_clusters` over all of them.
 
+The same MinHash work also exists in C (``lmfs.data._cminhash``, ``lmfs/data/csrc/minhash.c``; chosen by
+:mod:`lmfs.data.native`): one pass per document from the ``str`` to its signature — normalization through a
+per-code-point table built from :func:`_char_output` (which derives it from the reference's own rules), the
+same word/n-gram polynomials, a radix sort, the minimum over the hash family (AVX-512 where the CPU has it) —
+and the LSH loop of :func:`lsh_clusters`. The numpy code above is the reference; the results are bit-identical
+(tests compare them), so signatures, partials and clusters do not depend on which backend wrote them.
+
 Both are deterministic across runs and processes (no salted ``hash()``; the MinHash seeds are fixed).
 """
 
@@ -34,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from lmfs.atomic import atomic_open, atomic_path
+from lmfs.data import native
 
 __all__ = [
     "MinHasher",
@@ -150,6 +158,24 @@ def _deleted(ch: str) -> bool:
     return v
 
 
+def _char_output(cp: int) -> bytes | None:
+    """What code point ``cp`` becomes under :func:`normalize_text`, for the C kernel's table: its NFD with
+    combining marks and punctuation deleted, lowercased, as UTF-8, every whitespace character written as
+    ``b" "``. Per character this is exact: NFD decomposes each character on its own and only reorders combining
+    marks, which are deleted; ``str.lower`` maps each character on its own except a capital sigma (final form
+    at the end of a word). ``None`` — the document is normalized by :func:`normalize_text` itself — for a
+    character whose output holds a capital sigma, or that UTF-8 cannot encode (a lone surrogate: the reference
+    then raises the same ``UnicodeEncodeError``)."""
+    kept = "".join(c for c in unicodedata.normalize("NFD", chr(cp)) if not _deleted(c))
+    if "\u03a3" in kept:
+        return None
+    out = "".join(" " if c.isspace() else c for c in kept.lower())
+    try:
+        return out.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
 def ngram_set(text: str, n: int) -> set[str]:
     """The set of word n-grams (words joined by one space) of the normalized ``text``. A document with fewer
     than ``n`` words (but at least one) has one n-gram, its whole text; an empty document has none."""
@@ -206,9 +232,12 @@ class MinHasher:
     ``signatures(texts) -> (sigs, grams, offsets)``: ``sigs`` is ``(len(texts), num_hashes)`` uint64 (an empty
     document gets all ones), ``grams`` the concatenated sorted unique n-gram hashes of the documents and
     ``offsets`` (length ``len(texts) + 1``) where each document's slice starts.
+
+    ``backend``: ``"auto"`` (the C kernel when built), ``"c"`` or ``"numpy"`` (the reference); default from
+    ``LMFS_DATA_BACKEND`` (:mod:`lmfs.data.native`). :attr:`backend` says which one runs.
     """
 
-    def __init__(self, num_hashes: int, ngrams: int, chunk: int = 1 << 15) -> None:
+    def __init__(self, num_hashes: int, ngrams: int, chunk: int = 1 << 15, backend: str | None = None) -> None:
         if num_hashes <= 0:
             raise ValueError(f"num_hashes must be positive, got {num_hashes}")
         if ngrams <= 0:
@@ -219,6 +248,8 @@ class MinHasher:
         # hashes (the multiply-shift family; the minimum is decided by the well-mixed high bits)
         self.mult = (seeds[:num_hashes] | np.uint64(1))[:, None]
         self.add = seeds[num_hashes:][:, None]
+        self._c = native.load_minhash(backend)
+        self.backend = "c" if self._c is not None else "numpy"
 
     def _doc_grams(self, normalized: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Unique sorted n-gram hashes per document, concatenated, with offsets."""
@@ -281,6 +312,15 @@ class MinHasher:
         return grams, offsets
 
     def signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._c is not None:
+            sigs, grams, offsets = self._c.hash_documents(
+                list(texts), self.mult.ravel(), self.add.ravel(), self.ngrams, _char_output, normalize_text
+            )
+            return (
+                np.frombuffer(sigs, dtype=np.uint64).reshape(-1, self.num_hashes),
+                np.frombuffer(grams, dtype=np.uint64),
+                np.frombuffer(offsets, dtype=np.int64),
+            )
         normalized = [normalize_text(t) for t in texts]
         grams, offsets = self._doc_grams(normalized)
         sigs = np.full((len(texts), self.num_hashes), np.uint64(_MASK64), dtype=np.uint64)
@@ -329,9 +369,20 @@ def lsh_clusters(
     offsets: np.ndarray,
     num_bands: int,
     jaccard_threshold: float,
+    backend: str | None = None,
 ) -> np.ndarray:
     """Cluster roots (``root[i] == i`` for kept documents; else the index of the first document of its cluster)
-    from LSH candidates verified by the exact Jaccard of the n-gram hash sets. ``grams`` may be a memory map."""
+    from LSH candidates verified by the exact Jaccard of the n-gram hash sets. ``grams`` may be a memory map.
+    ``backend`` as for :class:`MinHasher` (the C loop gives the same roots)."""
+    c = native.load_minhash(backend)
+    if c is not None:
+        sigs = np.ascontiguousarray(sigs, dtype=np.uint64)
+        n, h = sigs.shape
+        roots = c.lsh_roots(
+            sigs, n, h, np.ascontiguousarray(grams, dtype=np.uint64),
+            np.ascontiguousarray(offsets, dtype=np.int64), num_bands, float(jaccard_threshold),
+        )
+        return np.frombuffer(roots, dtype=np.int64)
     n = sigs.shape[0]
     uf = _UnionFind(n)
     if n < 2:
@@ -402,12 +453,18 @@ def _check_params(num_hashes: int, num_bands: int, ngrams: int, jaccard_threshol
 
 
 def minhash_texts(
-    texts: list[str], num_hashes: int, num_bands: int, ngrams: int, jaccard_threshold: float
+    texts: list[str],
+    num_hashes: int,
+    num_bands: int,
+    ngrams: int,
+    jaccard_threshold: float,
+    backend: str | None = None,
 ) -> np.ndarray:
-    """Cluster roots for a list of texts (``root[i] == i``: keep document ``i``)."""
+    """Cluster roots for a list of texts (``root[i] == i``: keep document ``i``); ``backend`` as for
+    :class:`MinHasher`."""
     _check_params(num_hashes, num_bands, ngrams, jaccard_threshold)
-    sigs, grams, offsets = MinHasher(num_hashes, ngrams).signatures(texts)
-    return lsh_clusters(sigs, grams, offsets, num_bands, jaccard_threshold)
+    sigs, grams, offsets = MinHasher(num_hashes, ngrams, backend=backend).signatures(texts)
+    return lsh_clusters(sigs, grams, offsets, num_bands, jaccard_threshold, backend=backend)
 
 
 def minhash_deduplication(
