@@ -39,8 +39,10 @@ import torch
 from torch import Tensor
 
 from lmfs.generate.stream import TextStreamer
+from lmfs.infer.packed import PackedWeights, packing_available
 from lmfs.infer.sampling import SamplingParams, sample_row
-from lmfs.nn.functional import causal_attention, scaled_dot_product_attention
+from lmfs.nn.ffn import SiLUFFN, SwiGLU
+from lmfs.nn.functional import causal_attention, silu
 
 FINISH_REASONS = ("stop", "length", "cancelled")
 
@@ -191,6 +193,8 @@ class Engine:
     (requests decoded at once); ``max_seq``: cache positions per slot (prompt + generated ≤ max_seq + 1;
     at most the model's context length). ``compile``: torch.compile the decode step (see the module doc).
     ``draft``: speculative decoding (see :mod:`lmfs.infer.speculative`), e.g. ``"layers:8"`` or ``"ngram"``.
+    ``pack_weights``: multiply by oneDNN-packed copies of the weights (:mod:`lmfs.infer.packed`; float32 on
+    the CPU only, one extra copy of the weights in memory); None packs whenever that is possible.
 
     Use :meth:`generate` for a list of prompts; :meth:`submit` + :meth:`step` (or :meth:`start_loop`) for a
     stream of requests.
@@ -207,6 +211,7 @@ class Engine:
         draft: Any = None,
         draft_k: int = 4,
         prefill_tokens: int = 4096,
+        pack_weights: bool | None = None,
     ) -> None:
         cfg = getattr(model, "config", None)
         if cfg is None or not hasattr(model, "layers"):
@@ -237,6 +242,16 @@ class Engine:
         self._wake = threading.Condition(self._lock)
         self._loop: threading.Thread | None = None
         self._stop_loop = False
+        # oneDNN-packed projection weights (float32 on the CPU; see lmfs.infer.packed): None = when available
+        can_pack = packing_available(self.device, self.dtype)
+        if pack_weights and not can_pack:
+            raise ValueError(
+                f"pack_weights=True needs float32 weights on the CPU and a torch with oneDNN "
+                f"(got {self.dtype} on {self.device})"
+            )
+        if pack_weights is None:  # torch.compile packs weights itself (and would not trace the version checks)
+            pack_weights = can_pack and not compile
+        self.packed = PackedWeights(hint=16) if pack_weights else None
         self.compiled = compile
         self._step_fn = self._forward_step
         if compile:
@@ -439,32 +454,45 @@ class Engine:
         for i, (r, s) in enumerate(zip(reqs, slots, strict=True)):
             self.slots[s], r.slot = r, s
             self.lengths[s] = lens[i]
-            self._sample_into(r, s, logits[i])
+        self._sample_rows(slots, logits.float().cpu(), list(range(len(slots))))
 
-    def _sample_into(self, r: Request, slot: int, logits: Tensor) -> None:
-        token, _ = sample_row(logits, r.params, r.generator)
-        logprob = float(logits.float()[token] - torch.logsumexp(logits.float(), -1))
-        self.pending[slot] = token
-        r._accept(token, logprob)
-        if not r.finished and self.lengths[slot] >= self.max_seq:
-            r._finish("length")  # no room to feed this token
+    def _sample_rows(self, slots: list[int], logits: Tensor, rows: list[int]) -> None:
+        """Sample the next token of each slot ``slots[i]`` from ``logits[rows[i]]`` ((n, V), float32 on the
+        CPU): greedy rows by one batched argmax, the others with their own filters and generator; the log-probs
+        under the raw model by one batched logsumexp."""
+        reqs = [self.slots[s] for s in slots]
+        identity = rows == list(range(logits.shape[0]))
+        picked = logits if identity else logits.index_select(0, torch.tensor(rows))
+        argmax = picked.argmax(-1).tolist() if any(r.params.greedy for r in reqs) else None
+        tokens = [
+            argmax[i] if r.params.greedy else sample_row(picked[i], r.params, r.generator)[0]
+            for i, r in enumerate(reqs)
+        ]
+        chosen = picked.gather(1, torch.tensor(tokens)[:, None])[:, 0]
+        logprobs = (chosen - torch.logsumexp(picked, -1)).tolist()
+        for s, r, token, logprob in zip(slots, reqs, tokens, logprobs, strict=True):
+            self.pending[s] = token
+            r._accept(token, logprob)
+            if not r.finished and self.lengths[s] >= self.max_seq:
+                r._finish("length")  # no room to feed this token
 
     def _decode(self, busy: list[int]) -> None:
         t0 = time.perf_counter()
         n = self.max_batch if self.compiled else busy[-1] + 1
-        tokens = torch.zeros(n, 1, dtype=torch.long)
-        start = torch.zeros(n, dtype=torch.long)
+        # free rows below the highest busy slot feed token 0 at position 0 (their output is ignored)
+        tokens, start = [0] * n, [0] * n
         for s in busy:
-            tokens[s, 0] = self.pending[s]
-            start[s] = self.lengths[s]
+            tokens[s], start[s] = self.pending[s], self.lengths[s]
         kv_len = self._kv_len(max(self.lengths[s] for s in busy) + 1)
-        logits = self._step_fn(tokens.to(self.device), start.to(self.device), kv_len)[:, -1]  # (n, V)
+        tokens_t = torch.tensor(tokens, dtype=torch.long).view(n, 1)
+        start_t = torch.tensor(start, dtype=torch.long)
+        logits = self._step_fn(tokens_t.to(self.device), start_t.to(self.device), kv_len)[:, -1]  # (n, V)
         logits = logits.float().cpu()
         self.stats.decode_steps += 1
         self.stats.decode_tokens += len(busy)
         for s in busy:
             self.lengths[s] += 1
-            self._sample_into(self.slots[s], s, logits[s])
+        self._sample_rows(busy, logits, busy)
         self.stats.decode_seconds += time.perf_counter() - t0
 
     def _kv_len(self, need: int) -> int:
@@ -482,34 +510,61 @@ class Engine:
         return x + self._ffn(layer.ffn, layer.ln2(x))
 
     def _linear(self, lin, x: Tensor) -> Tensor:
+        if self.packed is not None:
+            return self.packed.linear(x, lin.weight)
         return lin(x)
 
     def _ffn(self, ffn, x: Tensor) -> Tensor:
+        """The model's FFN; with packed weights SwiGLU's W1 and W3 run as one GEMM (same products)."""
+        if self.packed is None:
+            return ffn(x)
+        if type(ffn) is SwiGLU:
+            gate, up = self.packed.linear(x, ffn.w1.weight, ffn.w3.weight).chunk(2, dim=-1)
+            return self.packed.linear(silu(gate) * up, ffn.w2.weight)
+        if type(ffn) is SiLUFFN:
+            return self.packed.linear(silu(self.packed.linear(x, ffn.w1.weight)), ffn.w2.weight)
         return ffn(x)
 
-    def _qkv(self, attn, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, T, d) -> q (B, H, T, D), k, v (B, Hkv, T, D) with RoPE at positions ``pos`` (broadcastable to
-        (B, 1, T))."""
+    @staticmethod
+    def _rope_tables(rope, pos: Tensor, tables: dict) -> Tensor:
+        """The model's RoPE tables at positions ``pos`` (B or 1, T) as one complex rotation ``cos + i·sin``
+        of shape (B or 1, T, 1, D/2), looked up once per forward (every layer shares it)."""
+        key = id(rope)
+        if key not in tables:
+            tables[key] = torch.complex(rope.cos[pos], rope.sin[pos])[:, :, None, :]
+        return tables[key]
+
+    @staticmethod
+    def _rotate(x: Tensor, rotation: Tensor) -> Tensor:
+        """RoPE on interleaved pairs, as :class:`lmfs.nn.rope.RotaryEmbedding` (float32): the pair
+        (x[2k], x[2k+1]) read as the complex number x[2k] + i·x[2k+1] times cos + i·sin is
+        (x[2k]·cos − x[2k+1]·sin) + i·(x[2k]·sin + x[2k+1]·cos), the model's two rotated components."""
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
+
+    def _qkv(self, attn, x: Tensor, pos: Tensor, tables: dict) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, d) -> q (B, H, T, D), k, v (B, Hkv, T, D) with RoPE at positions ``pos`` ((B or 1, T));
+        the query and key heads are rotated together."""
         B, T, _ = x.shape
-        qkv = self._linear(attn.qkv_proj, x)
-        q, k, v = qkv.split(
-            (self.n_heads * self.d_head, self.n_kv * self.d_head, self.n_kv * self.d_head), -1
-        )
-        q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
-        k = k.view(B, T, self.n_kv, self.d_head).transpose(1, 2)
-        v = v.view(B, T, self.n_kv, self.d_head).transpose(1, 2)
+        H, Hkv = self.n_heads, self.n_kv
+        qkv = self._linear(attn.qkv_proj, x).view(B, T, H + 2 * Hkv, self.d_head)
         if attn.rope is not None:
-            q, k = attn.rope(q, pos), attn.rope(k, pos)
-        return q, k, v
+            qk = self._rotate(qkv[:, :, : H + Hkv], self._rope_tables(attn.rope, pos, tables))
+            q, k = qk[:, :, :H], qk[:, :, H:]
+        else:
+            q, k = qkv[:, :, :H], qkv[:, :, H : H + Hkv]
+        v = qkv[:, :, H + Hkv :]
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def _forward_prefill(self, tokens: Tensor, slots: Tensor, last: Tensor) -> Tensor:
         """Right-padded prompts (B, T) into ``slots``: write their K/V at positions 0..T-1, return the logits
         (B, V) at position ``last[b]`` of each row (padding after a prompt is never attended to by it)."""
         B, T = tokens.shape
-        pos = torch.arange(T, device=tokens.device)[None, None, :]
+        pos = torch.arange(T, device=tokens.device)[None, :]
+        tables: dict = {}
 
         def attend(attn, x: Tensor, layer_index: int) -> Tensor:
-            q, k, v = self._qkv(attn, x, pos)
+            q, k, v = self._qkv(attn, x, pos, tables)
             self.k_cache[layer_index][slots, :, :T] = k
             self.v_cache[layer_index][slots, :, :T] = v
             out = causal_attention(q, k, v, is_causal=True)  # (B, H, T, D); grouped K/V broadcast
@@ -529,6 +584,16 @@ class Engine:
         keys = torch.arange(kv_len, device=pos.device)
         return keys[None, None, :] <= pos[:, :, None]
 
+    @staticmethod
+    def _cached_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Tensor:
+        """``softmax(q kᵀ · scale + bias) v`` for q (N, M, D) against k, v (N, S, D): the math of
+        :func:`lmfs.nn.functional.scaled_dot_product_attention` (max-shifted softmax), with the mask as an
+        additive 0 / −inf ``bias`` (N, M, S) built once per step instead of once per layer."""
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
+        scores.sub_(scores.amax(-1, keepdim=True)).exp_()
+        scores.div_(scores.sum(-1, keepdim=True))
+        return torch.bmm(scores, v)
+
     def _forward_step(
         self, tokens: Tensor, start: Tensor, kv_len: int, num_layers: int | None = None
     ) -> Tensor:
@@ -540,19 +605,22 @@ class Engine:
         pos = start[:, None] + torch.arange(T, device=tokens.device)  # (n, T)
         write = pos.clamp(max=self.max_seq - 1)
         rows = torch.arange(n, device=tokens.device)[:, None]
-        mask = self._key_mask(pos, kv_len)  # (n, T, S) -> (n, 1, G·T, S), rows in (head, position) order
-        mask = mask[:, None, None].expand(n, 1, G, T, kv_len).reshape(n, 1, G * T, kv_len)
-        rope_pos = pos[:, None, :]  # (n, 1, T)
+        mask = self._key_mask(pos, kv_len)  # (n, T, S) -> (n·Hkv, G·T, S), rows in (head, position) order
+        mask = mask[:, None, None].expand(n, Hkv, G, T, kv_len).reshape(n * Hkv, G * T, kv_len)
+        bias = torch.zeros(mask.shape, device=tokens.device, dtype=self.dtype).masked_fill_(~mask, -math.inf)
+        scale = 1.0 / math.sqrt(self.d_head)
+        tables: dict = {}
 
         def attend(attn, x: Tensor, layer_index: int) -> Tensor:
-            q, k, v = self._qkv(attn, x, rope_pos)
+            q, k, v = self._qkv(attn, x, pos, tables)
             kc, vc = self.k_cache[layer_index], self.v_cache[layer_index]
             kc[rows, :, write] = k.transpose(1, 2)  # (n, T, Hkv, D) at (row, :, position)
             vc[rows, :, write] = v.transpose(1, 2)
             # the G query heads of a K/V head (and their T positions) as one (G·T)-row matrix: a plain batched
             # matmul against that head's keys, no repeated or broadcast-expanded K/V
-            qg = q.reshape(n, Hkv, G * T, self.d_head)
-            out = scaled_dot_product_attention(qg, kc[:n, :, :kv_len], vc[:n, :, :kv_len], mask)
+            qg = q.reshape(n * Hkv, G * T, self.d_head)
+            keys, values = kc[:n, :, :kv_len].flatten(0, 1), vc[:n, :, :kv_len].flatten(0, 1)  # views
+            out = self._cached_attention(qg, keys, values, bias, scale)
             out = out.view(n, self.n_heads, T, self.d_head).transpose(1, 2).reshape(n, T, -1)
             return self._linear(attn.output_proj, out)
 

@@ -374,3 +374,52 @@ def test_bad_drafts():
             Engine(m, max_seq=32, draft=bad)
     with pytest.raises(ValueError, match="draft_k"):
         Engine(m, max_seq=32, draft="ngram", draft_k=0)
+
+
+# ---------------------------------------------------------------- packed weights (float32 on the CPU)
+
+
+def _step_logits(engine, prompt):
+    engine.submit(prompt, SamplingParams(temperature=0, max_tokens=5))
+    engine._admit([])
+    n = 1
+    with torch.no_grad():
+        return engine._forward_step(
+            torch.tensor([[engine.pending[0]]]), torch.tensor(engine.lengths[:n]), engine.lengths[0] + 1
+        )[0, -1]
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a torch with oneDNN")
+@pytest.mark.parametrize("ffn", ["swiglu", "silu"])
+def test_packed_weights_match_the_models_matmuls(ffn):
+    m = make_model(seed=2, dtype=torch.float32, ffn=ffn)
+    prompt = random_prompts([7], seed=3)[0]
+    packed = Engine(m, max_batch=2, max_seq=32)
+    plain = Engine(m, max_batch=2, max_seq=32, pack_weights=False)
+    assert packed.packed is not None and plain.packed is None
+    torch.testing.assert_close(_step_logits(packed, prompt), _step_logits(plain, prompt), atol=1e-4, rtol=1e-4)
+    # every projection went through the packed GEMM: qkv, output, the FFN (SwiGLU's W1|W3 as one), LM head
+    assert packed.packed.num_packed == 4 * m.config.num_layers + 1
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a torch with oneDNN")
+def test_packed_weights_follow_a_model_that_changes():
+    """An engine kept over a model being trained (rollouts between optimizer steps) must not use stale packed
+    weights: an in-place update of any weight is seen by the next step."""
+    m = make_model(seed=4, dtype=torch.float32)
+    prompt = random_prompts([5], seed=6)[0]
+    engine = Engine(m, max_batch=1, max_seq=32)
+    before = _step_logits(engine, prompt)
+    engine.slots[0] = None
+    with torch.no_grad():
+        m.layers[1].ffn.w3.weight.mul_(1.5)
+        m.lm_head.weight.add_(0.01)
+    after = _step_logits(engine, prompt)
+    fresh = _step_logits(Engine(m, max_batch=1, max_seq=32, pack_weights=False), prompt)
+    assert not torch.allclose(before, after, atol=1e-3)
+    torch.testing.assert_close(after, fresh, atol=1e-4, rtol=1e-4)
+
+
+def test_pack_weights_refuses_float64(model):
+    with pytest.raises(ValueError, match="float32"):
+        Engine(model, max_batch=1, max_seq=16, pack_weights=True)
