@@ -98,7 +98,7 @@ def test_sigma_in_context_falls_back_to_the_reference(cmh, text):
     assert cmh.normalize(text, _char_output, normalize_text) == normalize_text(text)
     a = MinHasher(16, 2, backend="c").signatures([text, "plain words here"])
     b = MinHasher(16, 2, backend="numpy").signatures([text, "plain words here"])
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert np.array_equal(x, y)
 
 
@@ -143,7 +143,7 @@ def test_signatures_match_reference(cmh, each_simd, texts, num_hashes, ngrams):
 def test_signatures_match_reference_on_long_documents(cmh, each_simd):
     """Documents long enough for the radix sort (and repeated n-grams to deduplicate)."""
     rng = random.Random(3)
-    vocab = ["w%d" % i for i in range(300)] + ["Ünï", "çödé", "—", "Σ"]
+    vocab = [f"w{i}" for i in range(300)] + ["Ünï", "çödé", "—", "Σ"]
     texts = [" ".join(rng.choice(vocab) for _ in range(rng.choice([0, 3, 49, 50, 400, 3000]))) for _ in range(40)]
     texts.append(" ".join(["same five words here again"] * 300))
     ref = MinHasher(128, 5, backend="numpy").signatures(texts)
