@@ -32,8 +32,52 @@ def _last_eval(d: Path) -> tuple[dict[str, Any], bool]:
     return evals[-1], False
 
 
+def heldout_correct(run_dir: str | Path) -> list[bool]:
+    """Per-problem greedy correctness of a run's newest checkpoint on its task's held-out problems (the same
+    decoding and verifier as the trainers' evaluation)."""
+    import torch
+
+    from lmfs.align import checkpoint as ackpt
+    from lmfs.align.rewards import SafeReward, get_reward
+    from lmfs.align.rollout import SamplingParams, generate
+    from lmfs.align.tasks import make_task
+
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / "summary.json").read_text())["task"]
+    task = make_task(cfg["name"], digits=cfg["digits"], heldout_size=cfg["heldout_size"], seed=cfg["seed"])
+    lm = ackpt.load_lm(run_dir)
+    params = SamplingParams(temperature=0.0, max_tokens=cfg.get("eval_max_tokens") or task.max_answer_chars + 1,
+                            stop_token_ids=tuple(lm.stop_token_ids))
+    with torch.no_grad():
+        comps = generate(lm.model, lm.tokenizer, [p.prompt for p in task.heldout], params, max_batch=256,
+                         use_engine=False)
+    safe = SafeReward(get_reward(cfg["reward"]))
+    out = []
+    for c, p in zip(comps, task.heldout, strict=True):
+        r = safe(c.text, p.answer)
+        out.append(r is not None and r["reward"] == 1.0)
+    return out
+
+
+def paired_test(first: list[bool], second: list[bool]) -> dict[str, Any]:
+    """Exact McNemar test of two models scored on the same problems (second vs first)."""
+    from lmfs.align.stats import mcnemar_exact
+
+    if len(first) != len(second):
+        raise ValueError(f"paired test needs the same problems: {len(first)} vs {len(second)}")
+    only_first = sum(1 for a, b in zip(first, second) if a and not b)
+    only_second = sum(1 for a, b in zip(first, second) if b and not a)
+    return {"n": len(first), "first_correct": sum(first), "second_correct": sum(second),
+            "only_first": only_first, "only_second": only_second,
+            "p_value": mcnemar_exact(only_first, only_second), "test": "exact McNemar, two-sided"}
+
+
 def export(sft_dir: str, rl_dirs: dict[str, str], dpo_dir: str | None, out: str | Path,
-           settings: dict[str, str] | None = None) -> dict[str, Any]:
+           settings: dict[str, str] | None = None, *, paired: str | None = None,
+           earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``paired``: the label of one RL run to test against SFT problem by problem (both final checkpoints
+    re-scored on the held-out set). ``earlier``: a previous results.json kept under ``earlier`` (its runs'
+    stored metrics stay in ``out``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sft = json.loads((Path(sft_dir) / "summary.json").read_text())
@@ -54,6 +98,16 @@ def export(sft_dir: str, rl_dirs: dict[str, str], dpo_dir: str | None, out: str 
             shutil.copyfile(Path(d) / "summary.json", out / f"{name}.summary.json")
         shutil.copyfile(Path(d) / "metrics.jsonl", out / f"{name}.metrics.jsonl")
     result: dict[str, Any] = {"stages": stages, "verdict": " | ".join(verdicts)}
+    if paired is not None:
+        a, b = heldout_correct(sft_dir), heldout_correct(rl_dirs[paired])
+        result["paired"] = {"first": "after SFT", "second": f"after {paired}", **paired_test(a, b)}
+        if sum(a) != round(sft["heldout_last"]["heldout_accuracy"] * len(a)):
+            raise RuntimeError("re-scoring the SFT checkpoint does not reproduce its logged accuracy")
+    if earlier is not None:
+        result["earlier"] = {k: earlier[k] for k in ("stages", "verdict", "machine", "threads", "commit", "loadavg")
+                             if k in earlier}
+        if dpo_dir is None and "dpo" in earlier:
+            result["dpo"] = earlier["dpo"]
     if dpo_dir:
         s = json.loads((Path(dpo_dir) / "summary.json").read_text())
         f, l = s["preference_first"], s["preference_last"]

@@ -39,3 +39,20 @@ def accuracy_summary(correct: Sequence[bool]) -> dict[str, float]:
     lo, hi = wilson_interval(k, n)
     return {"n": n, "correct": k, "accuracy": k / n if n else math.nan, "ci95_low": lo, "ci95_high": hi,
             "ci_method": "wilson"}
+
+
+def mcnemar_exact(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar p-value for paired correct/incorrect outcomes on the same problems.
+
+    ``only_first``: problems the first model gets right and the second wrong; ``only_second``: the reverse.
+    Under the null (both models equally accurate) each discordant problem is a fair coin, so the p-value is
+    ``min(1, 2 * P[Binomial(b + c, 1/2) <= min(b, c)])``; 1.0 when there is no discordant problem.
+    """
+    if only_first < 0 or only_second < 0:
+        raise ValueError("discordant counts must be >= 0")
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    k = min(only_first, only_second)
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2**n)  # exact integers, one correctly rounded division
