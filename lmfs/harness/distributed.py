@@ -6,12 +6,24 @@ values in rank order. A rank that raises fails the call with that rank's traceba
 fails it too (after ``timeout`` seconds), and the others are stopped. ``fn`` and ``args`` must be picklable
 (``fn`` defined at module level; an :class:`~lmfs.harness.adapter.Adapter` pickles as its spec).
 
-Specs reach this through the ``run_ranks`` fixture of the pytest plugin (specs import nothing from lmfs).
+``run_colocated(fn, world_size, adapter, *args, rank_args=None)`` is for a spec whose rank code must run in the
+process that holds the adapter (it wraps ``torch.distributed``'s collectives, or looks at the weights the layers
+see): ``fn(rank, world_size, adapter, *args, *rank_args[rank])`` on each rank, where ``adapter`` is the
+submission itself. Under ``pytest --adapter`` that is :func:`run_ranks`; under ``lmfs grade`` the function is
+shipped by value into the sandboxed worker and runs there beside the submission
+(:meth:`lmfs.harness.remote.WorkerSession.run_colocated`). Either way only plain data comes back
+(:func:`plain_result`), and the spec decides its verdict from it in its own process: what was computed next to
+the submission is the submission's word, so check there whatever can be recomputed (values against a reference
+the spec computes itself) and treat the rest (counts, dtypes, sizes observed in the rank) as claims.
+
+Specs reach these through the ``run_ranks`` and ``run_colocated`` fixtures of the pytest plugin (specs import
+nothing from lmfs).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import time
 import traceback
@@ -38,7 +50,9 @@ def _rank_main(rank: int, world_size: int, port: int, fn: Callable, args: tuple,
     try:
         dist.init_process_group("gloo", rank=rank, world_size=world_size)
         try:
-            results.put((rank, True, fn(rank, world_size, *args)))
+            # pickled here, by value: a tensor put on the queue as it is would travel as shared memory that
+            # goes away when this rank exits, before the parent has read it
+            results.put((rank, True, pickle.dumps(fn(rank, world_size, *args))))
         finally:
             dist.destroy_process_group()
     except BaseException as exc:  # every failure goes back to the parent
@@ -76,7 +90,7 @@ def run_ranks(fn: Callable, world_size: int, *args: Any, timeout: float = 120.0)
                 continue
             if not ok:
                 raise RankFailed(f"rank {rank} failed: {value}")
-            out[rank] = value
+            out[rank] = pickle.loads(value)
         for p in procs:
             p.join(timeout=10)
     finally:
@@ -85,3 +99,91 @@ def run_ranks(fn: Callable, world_size: int, *args: Any, timeout: float = 120.0)
                 p.terminate()
                 p.join()
     return [out[r] for r in range(world_size)]
+
+
+# ----------------------------------------------------------------------------------------------- colocated ranks
+
+MAX_RESULT_BYTES = 256 * 2**20  # tensor bytes in one rank's result
+MAX_RESULT_ITEMS = 200_000  # values and containers in one rank's result
+MAX_RESULT_DEPTH = 32
+MAX_STR = 1 << 20
+
+
+class RankResultInvalid(RankFailed):
+    """A rank's result holds something other than plain data, or too much of it."""
+
+
+def plain_result(value: Any, what: str = "rank result") -> Any:
+    """A copy of ``value`` built of plain types only: None, bool, int, float, str, and lists, tuples and dicts
+    (str or int keys) of them, and ``torch.Tensor`` (exactly that class, on the CPU, not requiring grad; a
+    Parameter comes back as a plain tensor). Anything else — a proxy of the worker's objects, a subclass of a
+    plain type, a tensor subclass, too much data — raises :class:`RankResultInvalid`. Type checks are by
+    exact class, so nothing of the value's own code runs."""
+    import torch
+
+    budget = {"items": 0, "bytes": 0}
+
+    def bad(path: str, why: str) -> RankResultInvalid:
+        return RankResultInvalid(f"{what}{path}: {why}")
+
+    def walk(x: Any, path: str, depth: int) -> Any:
+        budget["items"] += 1
+        if budget["items"] > MAX_RESULT_ITEMS:
+            raise bad(path, f"more than {MAX_RESULT_ITEMS} values")
+        if depth > MAX_RESULT_DEPTH:
+            raise bad(path, f"nested deeper than {MAX_RESULT_DEPTH}")
+        t = type(x)
+        if x is None or t in (bool, int, float):
+            return x
+        if t is str:
+            if len(x) > MAX_STR:
+                raise bad(path, f"a string of {len(x)} characters")
+            return x
+        if t is torch.Tensor or t is torch.nn.Parameter:
+            if x.requires_grad or x.grad_fn is not None:
+                raise bad(path, "a tensor that carries autograd state")
+            if x.device.type != "cpu" or x.layout != torch.strided or x.is_quantized:
+                raise bad(path, "not a dense CPU tensor")
+            budget["bytes"] += x.numel() * x.element_size()
+            if budget["bytes"] > MAX_RESULT_BYTES:
+                raise bad(path, f"more than {MAX_RESULT_BYTES} bytes of tensors")
+            return x.detach().clone()  # a Parameter's detached copy is a plain tensor
+        if t is list or t is tuple:
+            return t(walk(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(x))
+        if t is dict:
+            out = {}
+            for k, v in x.items():
+                if type(k) not in (str, int):
+                    raise bad(path, f"a dict key of type {type(k).__name__}")
+                out[k] = walk(v, f"{path}[{k!r}]", depth + 1)
+            return out
+        raise bad(path, f"a {t.__module__}.{t.__qualname__} (only plain data may come back from a rank)")
+
+    return walk(value, "", 0)
+
+
+def _colocated_main(rank: int, world_size: int, fn: Callable, adapter: Any, args: tuple,
+                    rank_args: list | None) -> Any:
+    extra = tuple(rank_args[rank]) if rank_args is not None else ()
+    return fn(rank, world_size, adapter, *args, *extra)
+
+
+def run_colocated(fn: Callable, world_size: int, adapter: Any, *args: Any, rank_args: list | None = None,
+                  timeout: float = 120.0) -> list[Any]:
+    """``[fn(r, world_size, adapter, *args, *rank_args[r]) for r in ranks]``, each rank in the process that
+    holds the submission: spawned ranks (:func:`run_ranks`) under ``pytest --adapter``, hosts in the grading
+    worker's sandbox under ``lmfs grade`` (``fn`` travels by value there: it and the same-module code it names
+    must not need the spec file, ``pytest`` or other module-level objects). The results pass
+    :func:`plain_result`."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if rank_args is not None and len(rank_args) != world_size:
+        raise ValueError(f"rank_args has {len(rank_args)} entries for {world_size} ranks")
+    remote = getattr(type(adapter), "_run_colocated", None)
+    if remote is not None:
+        results = remote(adapter, fn, world_size, tuple(args), rank_args, timeout)
+    else:
+        results = run_ranks(_colocated_main, world_size, fn, adapter, tuple(args), rank_args, timeout=timeout)
+    if not isinstance(results, list) or len(results) != world_size:
+        raise RankResultInvalid(f"expected {world_size} rank results")
+    return [plain_result(r, f"rank {i}'s result") for i, r in enumerate(results)]

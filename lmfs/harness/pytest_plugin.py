@@ -9,6 +9,9 @@ environment are left alone. Once loaded it gives every suite the same vocabulary
 * the ``points(n)`` and ``unit(name)`` markers of spec tests (unit defaults to the folder under ``specs/``);
 * ``gpu`` tests skip without CUDA;
 * the ``run_ranks`` fixture: a function on each rank of a CPU gloo process group (distributed specs);
+* the ``run_colocated`` fixture: the same, for rank code that must run in the process holding the adapter
+  (in the grading worker's sandbox under ``lmfs grade``), returning plain data; and ``grading_seed``, the seed
+  of inputs a submission must not know in advance (0 under plain pytest, fresh for every graded run);
 * hypothesis profiles ``dev`` (fast) and ``ci`` (more examples; chosen when ``CI`` is set), loaded when pytest
   configures (``--hypothesis-profile`` still wins), not when this module is imported;
 * ``--grade-log FILE``: one JSON line per test phase, read by the grader (:mod:`lmfs.harness.grade`). A test's
@@ -85,8 +88,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "gpu: needs CUDA; skipped without it",
         "slow: long-running; excluded from the default suite",
         "triton: runs Triton kernels (interpreter on CPU)",
-        "colocated: observes the adapter from inside the spec's own processes (patched collectives, forward "
-        "probes); skipped, for every submission alike, when the grader hosts the adapter in its sandbox",
+        "colocated: its rank code runs beside the adapter (run_colocated: in the grading worker's sandbox under "
+        "lmfs grade) to observe collectives, dtypes and memory; the verdict is decided on the plain data it returns",
     ):
         config.addinivalue_line("markers", line)
     spec = config.getoption("--adapter")
@@ -128,6 +131,30 @@ def run_ranks():
     from lmfs.harness.distributed import run_ranks as run
 
     return run
+
+
+@pytest.fixture(scope="session")
+def run_colocated(adapter):
+    """``run_colocated(fn, world_size, *args, rank_args=None, timeout=120)``: ``fn(rank, world_size, adapter,
+    *args, *rank_args[rank])`` on each rank of a CPU gloo group, in the process that holds the adapter (spawned
+    ranks under ``pytest --adapter``; hosts in the sandboxed worker under ``lmfs grade``, where ``fn`` travels
+    by value); the ranks' results, checked to be plain data, in rank order. Decide the verdict from them here,
+    recomputing what can be recomputed. See :func:`lmfs.harness.distributed.run_colocated`."""
+    from lmfs.harness.distributed import run_colocated as run
+
+    def call(fn, world_size: int, *args, rank_args=None, timeout: float = 120.0):
+        return run(fn, world_size, adapter, *args, rank_args=rank_args, timeout=timeout)
+
+    return call
+
+
+@pytest.fixture(scope="session")
+def grading_seed(request: pytest.FixtureRequest) -> int:
+    """A seed for a spec's inputs: 0 under plain pytest (a failure reproduces), drawn afresh from the OS for
+    every run of ``lmfs grade`` (so results recorded from another implementation cannot be replayed)."""
+    if request.config.getoption("--grade-worker"):
+        return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    return 0
 
 
 def _worker_session(config: pytest.Config):
@@ -219,17 +246,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs CUDA")
         for it in gpu_items:
             it.add_marker(skip)
-    # A colocated spec watches the submission's collectives and layers from inside its own rank processes,
-    # which the sandboxed grader keeps apart from the submission: it cannot be judged there. The skip is
-    # decided here, before any submission code runs, and is the same for every adapter graded this way.
-    if config.getoption("--grade-worker"):
-        skip = pytest.mark.skip(
-            reason="colocated spec: needs the adapter in the spec's own processes; not gradable in the sandbox "
-            "(run `pytest specs/parallel --adapter FILE` to check it unsandboxed)"
-        )
-        for it in items:
-            if it.get_closest_marker("colocated"):
-                it.add_marker(skip)
 
 
 # ----------------------------------------------------------------------------------------------- grading

@@ -9,11 +9,20 @@ process in the sandbox but the current host; when a module's last test ends, the
 A rank of a distributed spec (``run_ranks``) unpickles the adapter as a :class:`RemoteAdapter` of its own: it
 asks the same worker for a host that joins a gloo group with the other ranks' hosts inside the sandbox, so the
 submission's collectives run there while the spec's checks stay in the rank.
+
+A *colocated* spec's rank code (``run_colocated``: it must watch the submission from inside its process — wrap
+``torch.distributed``'s collectives, look at the weights its layers see) goes the other way:
+:meth:`WorkerSession.run_colocated` ships the function by value (:class:`~lmfs.harness.worker.Shipped`: its
+source and the same-module code it names, not the spec file), asks the worker for one host per rank in one gloo
+group, runs it in each next to the submission and takes back only the return values, which
+:func:`lmfs.harness.distributed.plain_result` then checks; the spec decides its verdict from them in the
+trusted process.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import threading
@@ -156,6 +165,95 @@ class WorkerSession:
         self.host_pid = int(msg[1])
         self._has = {}
 
+    def run_colocated(self, fn: Any, world: int, args: tuple = (), rank_args: list | None = None,
+                      timeout: float = 120.0) -> list[Any]:
+        """``fn(rank, world, adapter, *args, *rank_args[rank])`` on ``world`` hosts of one gloo group in the
+        worker, each with the submission's module as ``adapter``; the ranks' return values, as decoded (check
+        them with :func:`~lmfs.harness.distributed.plain_result`). A rank that raises, dies, sends anything but
+        its result, or does not finish within ``timeout`` fails the call; every host of the run is killed
+        before it returns."""
+        from lmfs.harness.distributed import RankFailed
+
+        if self.owner:
+            self._start()
+        assert self.channel is not None
+        shipped = _w.Shipped(fn)
+        group = f"colocated-{uuid.uuid4().hex}"
+        deadline = time.monotonic() + timeout
+        peers: list[_w.Peer] = []
+        pids: list[int] = []
+        try:
+            for rank in range(world):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(str(self.channel / "ctl.sock"))
+                peer = _w.Peer(sock, trusted=True)
+                peers.append(peer)
+                _w.send_frame(sock, peer._dumps({
+                    "op": "host", "adapter": self.adapter, "paths": self.sys_path, "memory_mb": self.memory_mb,
+                    "threads": 1, "rank": rank, "world": world, "group": group, "timeout": timeout}))
+            for rank, peer in enumerate(peers):  # every host joins the group, then imports the adapter
+                msg = self._colocated_reply(peer, rank, deadline, timeout)
+                if not isinstance(msg, tuple) or len(msg) != 3 or msg[0] not in ("ready", "failed"):
+                    raise RankFailed(f"rank {rank}: bad host handshake")
+                if msg[0] == "failed":
+                    raise AdapterLoadError(f"adapter {self.adapter} failed to import: {peer._exception(msg[2])}")
+                if type(msg[1]) is int:
+                    pids.append(msg[1])
+            for rank, peer in enumerate(peers):
+                extra = tuple(rank_args[rank]) if rank_args is not None else ()
+                peer._send(("req", 1, 0, "colocated", (shipped, rank, world, (*args, *extra)), {}, []))
+                # nothing of ours stays shared: what comes back cannot name (and overwrite) a trusted tensor
+                peer._shared.clear()
+                peer._sid_of.clear()
+            results: dict[int, Any] = {}
+            pending = dict(enumerate(peers))
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RankFailed(f"ranks {sorted(pending)} did not finish within {timeout:.0f} s")
+                readable, _, _ = select.select([p.sock for p in pending.values()], [], [], min(left, 1.0))
+                for sock in readable:
+                    rank = next(r for r, p in pending.items() if p.sock is sock)
+                    msg = self._colocated_reply(pending.pop(rank), rank, deadline, timeout)
+                    if not (isinstance(msg, tuple) and len(msg) == 4 and msg[0] in ("ok", "err") and msg[1] == 1):
+                        raise RankFailed(f"rank {rank}: the worker sent something other than the rank's result")
+                    if msg[0] == "err":
+                        raise RankFailed(f"rank {rank} failed: {_rank_error(msg[2])}")
+                    results[rank] = msg[2]
+            return [results[r] for r in range(world)]
+        finally:
+            for peer in peers:
+                try:
+                    peer.sock.close()
+                except OSError:
+                    pass
+            if pids:
+                try:
+                    self._ctl({"op": "kill", "pids": pids})
+                except (OSError, EOFError, _w.ProtocolError):
+                    pass
+
+    def _colocated_reply(self, peer: _w.Peer, rank: int, deadline: float, timeout: float) -> Any:
+        from lmfs.harness.distributed import RankFailed
+
+        peer.sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            data = _w.recv_frame(peer.sock)
+        except TimeoutError:
+            raise RankFailed(f"rank {rank} did not finish within {timeout:.0f} s") from None
+        except (EOFError, OSError) as exc:
+            from lmfs.harness.grade import crash_context
+
+            context = crash_context(self.output.text(limit=8000))
+            raise _w.WorkerDied(f"rank {rank}: the adapter's process died ({exc})"
+                                + (" | " + context if context else "")) from None
+        except _w.ProtocolError as exc:
+            raise RankFailed(f"rank {rank}: {exc}") from None
+        try:
+            return peer._loads(data)
+        except Exception as exc:  # a forged or torn message: the trusted decoder refused it
+            raise RankFailed(f"rank {rank}: unreadable result ({type(exc).__name__}: {str(exc)[:200]})") from None
+
     def get_peer(self, key: Any = None) -> _w.Peer:
         if self.peer is None or self.peer.closed:
             self.connect_host()
@@ -275,6 +373,10 @@ class RemoteAdapter:
     def has(self, name: str) -> bool:
         return self._has(name)[0]
 
+    def _run_colocated(self, fn: Any, world: int, args: tuple, rank_args: list | None, timeout: float) -> list:
+        """See :meth:`WorkerSession.run_colocated` (``run_colocated`` in :mod:`lmfs.harness.distributed`)."""
+        return self._session.run_colocated(fn, world, args, rank_args, timeout)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith(("_", "hypothesis_", "pytest")):
             raise AttributeError(name)
@@ -303,6 +405,19 @@ class RemoteAdapter:
     def __reduce__(self) -> tuple:
         """A rank of ``run_ranks`` gets an adapter of its own that reaches the same worker."""
         return (_rank_adapter, (self._session.descriptor(),))
+
+
+def _rank_error(desc: Any) -> str:
+    """``Type: message`` of an exception a colocated rank raised (the worker's description of it), in the form
+    the grade's outcome classifier reads (:func:`lmfs.harness.pytest_plugin.exception_outcome`)."""
+    if not isinstance(desc, tuple) or len(desc) != 4:
+        return "RemoteError: an unreadable exception"
+    type_name, builtin_name, message, tb = (str(x)[:_w.MAX_TEXT] for x in desc)
+    name = {"_AttributeMissing": "AdapterMissing", "_NotImplementedInAdapter": "NotImplementedError"}.get(
+        builtin_name, builtin_name)
+    if not name.isidentifier():
+        name = "RemoteError"
+    return f"{name}: {message}\n(in the worker: {type_name})\n{tb}"
 
 
 def _rank_adapter(desc: dict) -> RemoteAdapter:

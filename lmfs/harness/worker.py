@@ -29,6 +29,12 @@ What crosses (both ways, one codec, never plain pickle of foreign classes):
   source), its parameters and buffers shared tensors; any other object of the trusted side is a handle (an
   optimizer the worker steps must be the trusted one, not a copy).
 
+* **spec code by value (trusted to worker only)** — for a spec whose rank code must run next to the submission
+  (``run_colocated``: it wraps the collectives, watches the layers' weights), the function travels as source
+  with the same-module classes, functions and plain constants it names (never the spec file, its path or its
+  other references); a host joined to a gloo group runs it with the adapter's module beside it and sends its
+  result back as plain data (values and tensors), which the trusted side checks again strictly.
+
 The trusted side decodes with an unpickler that builds no object of a foreign class (its ``find_class`` knows a
 handful of builtins), so nothing the worker sends can run code in the trusted process; the worker's proxies of
 trusted objects reach only public attributes (no ``_`` names beyond the protocol's dunders).
@@ -56,6 +62,10 @@ MAX_TEXT = 4000  # characters of an exception message or traceback that cross
 WORKER_IMPORTABLE = ("torch", "numpy", "transformers", "tokenizers", "tiktoken", "collections", "builtins",
                      "copyreg", "pathlib", "functools", "math", "typing", "enum", "dataclasses", "regex", "re",
                      "datetime", "decimal", "fractions", "_codecs", "codecs")
+# what shipped spec code (``Shipped``) may import besides those: standard-library helpers it names
+SHIPPED_IMPORTABLE = (*WORKER_IMPORTABLE, "copy", "weakref", "traceback", "time", "itertools", "operator",
+                      "contextlib", "os", "sys", "gc", "random", "threading", "hashlib", "struct", "json",
+                      "statistics", "resource")
 # what the trusted side builds from the worker's bytes: these and nothing else
 TRUSTED_GLOBALS = {
     ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"), ("builtins", "complex"),
@@ -215,6 +225,10 @@ class _Pickler(pickle.Pickler):
             return None
         if t is _Handle:
             return ("H", self.peer.export(obj.obj))
+        if t is Shipped:
+            if not self.peer.trusted:
+                raise ProtocolError("only the trusted side ships code")
+            return ("F", obj.name, obj.source, obj.imports)
         own = _proxied_handle(obj, self.peer)
         if own is not None:  # a proxy of the other side's object goes back as its handle
             return ("H", (not self.peer.trusted, own, {}))
@@ -628,6 +642,8 @@ class Peer:
             return self._loads(bytes(pid[1]))
         if kind == "K" and not self.trusted:
             return self._ship_class(str(pid[1]), str(pid[2]), pid[3])
+        if kind == "F" and not self.trusted:
+            return _ShippedCode(self._ship_class(str(pid[1]), str(pid[2]), pid[3], SHIPPED_IMPORTABLE))
         raise ProtocolError(f"unknown persistent id {kind!r}")
 
     def _replace_refs(self, obj: Any, memo: dict) -> Any:
@@ -663,7 +679,9 @@ class Peer:
                     vars(obj)[k] = self._replace_refs(v, memo)
         return obj
 
-    def _ship_class(self, name: str, source: str, imports: Any) -> type:
+    def _ship_class(self, name: str, source: str, imports: Any, importable: tuple = WORKER_IMPORTABLE) -> Any:
+        """A spec's class or function rebuilt from its source (see :func:`_class_source`), in a namespace of
+        its own with the modules and names it needs imported."""
         key = f"{name}-{hash(source)}"
         cls = self._shipped.get(key)
         if cls is None:
@@ -672,7 +690,7 @@ class Peer:
 
             for alias, target in (imports or {}).items():
                 modname, _, attr = str(target).partition(":")
-                if modname.split(".")[0] not in WORKER_IMPORTABLE:
+                if modname.split(".")[0] not in importable:
                     continue
                 try:
                     obj = importlib.import_module(modname)
@@ -681,7 +699,12 @@ class Peer:
                     ns[str(alias)] = obj
                 except (ImportError, AttributeError):
                     pass
-            exec(compile(source, f"<spec class {name}>", "exec"), ns)
+            import __future__
+
+            # the spec module's ``from __future__ import annotations`` holds here too: annotations stay text
+            code = compile(source, f"<spec {name}>", "exec", flags=__future__.annotations.compiler_flag,
+                           dont_inherit=True)
+            exec(code, ns)
             cls = ns[name]
             self._shipped[key] = cls
         return cls
@@ -767,6 +790,8 @@ class Peer:
     def _perform(self, hid: Any, op: str, args: tuple, kwargs: dict) -> Any:
         if op == "backward":
             return self._run_backward(args[0], args[1])
+        if op == "colocated" and hid == 0 and not self.trusted:
+            return self._run_colocated(*args)
         obj = self._target(hid)
         if op == "call":
             return _container_handles(obj(*args, **kwargs), self, False)
@@ -818,6 +843,15 @@ class Peer:
         if op == "exit":
             return obj.__exit__(None, None, None)
         raise ProtocolError(f"unknown operation {op!r}")
+
+    def _run_colocated(self, shipped: Any, rank: Any, world: Any, args: Any) -> Any:
+        """``fn(rank, world, adapter, *args)`` for shipped spec code, the adapter's module beside it; the
+        result goes back as plain data (tensors detached, as copies)."""
+        if not isinstance(shipped, _ShippedCode) or not isinstance(args, tuple):
+            raise ProtocolError("bad colocated request")
+        if not isinstance(self.root, AdapterRoot):
+            raise ProtocolError("no adapter here")
+        return _detached(shipped.fn(int(rank), int(world), self.root, *args))
 
     def _run_backward(self, gid: Any, grad: Any) -> list:
         torch = _torch()
@@ -875,6 +909,44 @@ class Peer:
 
 class _NotImplementedInAdapter(Exception):
     pass
+
+
+class Shipped:
+    """A spec's module-level function sent by value (trusted to worker only): its source and the same-module
+    classes, functions and plain constants it names (see :func:`_class_source`)."""
+
+    def __init__(self, fn: Any) -> None:
+        source = _class_source(fn)
+        if source is None:
+            raise TypeError(f"cannot ship {fn!r}: its source is not available")
+        self.name = fn.__name__
+        self.source, self.imports = source
+
+    def __reduce__(self):  # pragma: no cover
+        raise ProtocolError("shipped code pickled directly")
+
+
+class _ShippedCode:
+    """Shipped code rebuilt in the worker."""
+
+    def __init__(self, fn: Any) -> None:
+        if not callable(fn):
+            raise ProtocolError("shipped code is not callable")
+        self.fn = fn
+
+
+def _detached(value: Any, depth: int = 0) -> Any:
+    """A result of shipped code for the trusted side: containers rebuilt, tensors detached copies on the CPU."""
+    if depth > 64:
+        raise ValueError("result nested too deeply")
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if type(value) in (list, tuple):
+        return type(value)(_detached(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return {k: _detached(v, depth + 1) for k, v in value.items()}
+    return value
 
 
 def _container_handles(value: Any, peer: Peer, by_handle: bool) -> Any:
@@ -966,8 +1038,7 @@ def _class_source(cls: type) -> tuple[str, dict[str, str]] | None:
             if isinstance(value, (type, types.FunctionType)) and getattr(value, "__module__", None) == mod.__name__:
                 seen.add(ident)
                 visit(value)
-            elif type(value) in (int, float, str, bool, bytes) or (type(value) is tuple and all(
-                    type(x) in (int, float, str, bool) for x in value)):
+            elif ident in glob and not ident.startswith("__") and _literal(value):
                 seen.add(ident)
                 consts.append(f"{ident} = {value!r}")
         order.append(src)
@@ -978,14 +1049,32 @@ def _class_source(cls: type) -> tuple[str, dict[str, str]] | None:
         return None
     imports: dict[str, str] = {}
     for alias, value in glob.items():
-        if isinstance(value, types.ModuleType) and value.__name__.split(".")[0] in WORKER_IMPORTABLE:
+        if isinstance(value, types.ModuleType) and value.__name__.split(".")[0] in SHIPPED_IMPORTABLE:
             imports[alias] = value.__name__
         elif (alias not in seen and not alias.startswith("__") and isinstance(value, (type, types.FunctionType))) \
                 or getattr(value, "__module__", None) in ("typing", "typing_extensions"):
             owner = getattr(value, "__module__", None) or ""
-            if owner.split(".")[0] in WORKER_IMPORTABLE and _importable_name(owner, alias, value):
+            if owner.split(".")[0] in SHIPPED_IMPORTABLE and _importable_name(owner, alias, value):
                 imports[alias] = f"{owner}:{getattr(value, '__qualname__', alias)}"
     return "\n".join([*consts, *order]), imports
+
+
+def _literal(value: Any, depth: int = 0) -> bool:
+    """Plain data written as a Python literal that reads back equal (numbers, strings, None and tuples,
+    lists, dicts of them): a spec's constant that may travel with its code."""
+    t = type(value)
+    if depth > 8:
+        return False
+    if value is None or t in (bool, int, str, bytes):
+        return True
+    if t is float:
+        return value == value and abs(value) != float("inf")
+    if t in (tuple, list):
+        return len(value) <= 1000 and all(_literal(x, depth + 1) for x in value)
+    if t is dict:
+        return len(value) <= 1000 and all(_literal(k, depth + 1) and _literal(v, depth + 1)
+                                          for k, v in value.items())
+    return False
 
 
 def _importable_name(module: str, alias: str, value: Any) -> bool:
@@ -1255,10 +1344,14 @@ def load_adapter(spec: str, paths: list[str]) -> Any:
 
 
 class AdapterRoot:
-    """Handle 0 in a host: the adapter module's attributes; a missing one is told apart from other errors."""
+    """Handle 0 in a host: the adapter module's attributes; a missing one is told apart from other errors.
+    Shipped spec code gets it as its ``adapter``."""
 
     def __init__(self, module: Any) -> None:
         self.module = module
+
+    def has(self, name: str) -> bool:
+        return hasattr(self.module, name)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -1300,6 +1393,13 @@ def _host(conn: socket.socket, request: dict) -> None:
         os._exit(3)
     peer.serve_forever()
     os._exit(0)
+
+
+def _parent_is_me(pid: int) -> bool:
+    try:
+        return _parent(pid) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _parent(pid: int) -> int:
@@ -1439,6 +1539,18 @@ def serve(channel: str, mode: str = "sandboxed") -> None:
             status = _EXITS.get(pid)
             code = None if status is None else (os.waitstatus_to_exitcode(status))
             send_frame(conn, peer._dumps(("ok", code)))
+        elif op == "kill":  # hosts of a colocated run, each with its process group
+            n = 0
+            for pid in request.get("pids") or []:
+                if isinstance(pid, int) and pid > 1 and pid != os.getpid() and _parent_is_me(pid):
+                    for kill in (os.killpg, os.kill):
+                        try:
+                            kill(pid, signal.SIGKILL)
+                            n += 1
+                        except OSError:
+                            pass
+            _collect()
+            send_frame(conn, peer._dumps(("ok", n)))
         elif op == "ping":
             send_frame(conn, peer._dumps(("ok", os.getpid())))
         conn.close()

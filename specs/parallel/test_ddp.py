@@ -14,6 +14,13 @@ training of the same model on the *global* batch, computed on every rank from th
 The optimizer is SGD with momentum (written here) on ``ddp_model.parameters()``; the adapter's hooks are
 called as in the CS336 training loop (``..._on_train_batch_start`` before the forward,
 ``..._on_after_backward`` before ``optimizer.step()``).
+
+The overlap specs count the asynchronous all-reduces issued while backward runs by wrapping
+``torch.distributed.all_reduce``, so their rank code runs where the submission runs (``run_colocated``: under
+``lmfs grade`` in the sandboxed worker, this code sent there by value). The spec's process gives each rank the
+initial weights and its part of each global batch (drawn from ``grading_seed``) and checks the parameters the
+ranks return against single-process training it does itself; the counts are the submission's word and earn
+points only on a run that matched.
 """
 
 from __future__ import annotations
@@ -240,54 +247,123 @@ def _count_all_reduce() -> list[int]:
 
 
 OVERLAP_2025 = (("individual", None), ("bucketed", BUCKET_SIZES_MB[0]))
+OVERLAP_2026 = (("ddp-2026", None),)
+OVERLAP_STEPS = 2
+OVERLAP_LR = 0.1
 
 
-def _overlap_ranks(rank: int, world: int, adapter, variants: tuple = OVERLAP_2025) -> None:
+def _overlap_inputs(world: int, seed: int = 0) -> list[dict]:
+    """Each rank's inputs: the initial weights (by name) and its part of every global batch."""
+    torch.manual_seed(seed)
+    state = {k: v.detach().clone() for k, v in ToyNet().state_dict().items()}
+    data = torch.Generator().manual_seed(seed + 7)
+    batches = [(torch.randn(world * LOCAL_BATCH, 10, generator=data),
+                torch.randint(0, 5, (world * LOCAL_BATCH,), generator=data)) for _ in range(OVERLAP_STEPS)]
+    return [{"state": state, "shards": [(x[r * LOCAL_BATCH:(r + 1) * LOCAL_BATCH].clone(),
+                                         y[r * LOCAL_BATCH:(r + 1) * LOCAL_BATCH].clone()) for x, y in batches]}
+            for r in range(world)]
+
+
+def _overlap_ranks(rank: int, world: int, adapter, variants: tuple = OVERLAP_2025, inputs: dict | None = None
+                   ) -> dict:
+    """Per variant and step: the all-reduces issued by the time backward reached the input (``seen``), by the
+    end of backward (``issued``), and the parameters after the step."""
+    if inputs is None:
+        inputs = _overlap_inputs(world)[rank]
     counter = _count_all_reduce()
     _Probe.counter = counter
+    out = {}
     for variant, mb in variants:
         wrap, on_start, on_after = _wrappers(adapter, variant, mb)
-        torch.manual_seed(0)
-        ddp = wrap(ToyNet())
-        n_trainable = len({id(p) for p in ddp.parameters() if p.requires_grad})
-        opt = SGD(list(ddp.parameters()))
-        for _ in range(2):
+        model = ToyNet()
+        model.load_state_dict(inputs["state"])
+        ddp = wrap(model)
+        opt = SGD(list(ddp.parameters()), lr=OVERLAP_LR)
+        rec = {"seen": [], "issued": [], "params": []}
+        for x, y in inputs["shards"]:
             if on_start is not None:
                 on_start(ddp, opt)
             opt.zero_grad()
             _Probe.seen = []
             counter[0] = 0
-            x = torch.randn(LOCAL_BATCH, 10).requires_grad_(True)
-            F.cross_entropy(ddp(_Probe.apply(x)), torch.zeros(LOCAL_BATCH, dtype=torch.long)).backward()
-            issued = counter[0]
+            F.cross_entropy(ddp(_Probe.apply(x.clone().requires_grad_(True))), y).backward()
+            rec["issued"].append(counter[0])
+            rec["seen"].append(_Probe.seen[0] if _Probe.seen else -1)
             on_after(ddp, opt)
             opt.step()
-            assert _Probe.seen and _Probe.seen[0] >= 1, (
-                f"{variant}: no asynchronous all_reduce was issued before backward reached the first layer "
-                f"(communication does not overlap the backward pass)"
-            )
-            assert issued == n_trainable, (
-                f"{variant}: {issued} asynchronous all_reduces issued during backward, expected one per "
-                f"trainable parameter ({n_trainable}; the tied parameter once, the frozen one never)"
-            )
+            rec["params"].append([p.detach().clone() for p in ddp.parameters()])
+        out[variant] = rec
+    return out
+
+
+def _overlap_reference(world: int, seed: int) -> list[list[torch.Tensor]]:
+    """Single-process training on the global batches, in the spec's process: the parameters after each step."""
+    torch.manual_seed(seed)
+    model = ToyNet()
+    data = torch.Generator().manual_seed(seed + 7)
+    opt = SGD(list(model.parameters()), lr=OVERLAP_LR)
+    steps = []
+    for _ in range(OVERLAP_STEPS):
+        x = torch.randn(world * LOCAL_BATCH, 10, generator=data)
+        y = torch.randint(0, 5, (world * LOCAL_BATCH,), generator=data)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        steps.append([p.detach().clone() for p in model.parameters()])
+    return steps
+
+
+def assert_overlap(results: list, variants: tuple, seed: int) -> None:
+    reference = _overlap_reference(len(results), seed)
+    n_trainable = len({id(p) for p in ToyNet().parameters() if p.requires_grad})
+    for rank, res in enumerate(results):
+        for variant, _ in variants:
+            rec = res.get(variant) if isinstance(res, dict) else None
+            assert isinstance(rec, dict), f"rank {rank}: no result for {variant}"
+            seen, issued, params = rec.get("seen"), rec.get("issued"), rec.get("params")
+            assert isinstance(params, list) and len(params) == OVERLAP_STEPS, f"{variant}: rank {rank}: no parameters"
+            for step, (got, want) in enumerate(zip(params, reference, strict=True)):
+                assert isinstance(got, list) and len(got) == len(want) and all(
+                    isinstance(p, torch.Tensor) and p.shape == q.shape for p, q in zip(got, want, strict=True)), (
+                    f"{variant}: rank {rank}, step {step}: the wrapper's parameters are not the module's")
+                for i, (p, q) in enumerate(zip(got, want, strict=True)):
+                    _close(p, q, f"{variant}: rank {rank}, step {step}, parameter {i} vs single-process training "
+                           "(the all-reduce counts are credited only on a run that matches it)")
+            assert isinstance(seen, list) and isinstance(issued, list) and all(
+                type(n) is int for n in [*seen, *issued]), f"{variant}: rank {rank}: bad counts {seen} {issued}"
+            for s_, n in zip(seen, issued, strict=True):
+                assert s_ >= 1, (
+                    f"{variant}: no asynchronous all_reduce was issued before backward reached the first layer "
+                    f"(communication does not overlap the backward pass)"
+                )
+                assert n == n_trainable, (
+                    f"{variant}: {n} asynchronous all_reduces issued during backward, expected one per "
+                    f"trainable parameter ({n_trainable}; the tied parameter once, the frozen one never)"
+                )
+
+
+def _run_overlap(run_colocated, grading_seed: int, variants: tuple) -> None:
+    inputs = _overlap_inputs(WORLD, grading_seed)
+    results = run_colocated(_overlap_ranks, WORLD, variants, rank_args=[(i,) for i in inputs])
+    assert_overlap(results, variants, grading_seed)
 
 
 @pytest.mark.colocated
 @pytest.mark.points(2)
-def test_ddp_communication_overlaps_backward(adapter, run_ranks):
+def test_ddp_communication_overlaps_backward(adapter, run_colocated, grading_seed):
     """Both wrappers (bucketed with one parameter per bucket) issue asynchronous all-reduces while backward
     runs: at least one before backward reaches the input layer, one per trainable parameter by the end of
-    backward (none left for ``..._on_after_backward`` to start). Counted by wrapping
-    ``torch.distributed.all_reduce`` (an implementation must call it through the ``torch.distributed``
-    module for this spec to see the calls)."""
+    backward (none left for ``..._on_after_backward`` to start), on a run whose steps equal single-process
+    training. Counted by wrapping ``torch.distributed.all_reduce`` (an implementation must call it through the
+    ``torch.distributed`` module for this spec to see the calls)."""
     _need(adapter, "get_ddp_individual_parameters", "get_ddp_bucketed")
-    run_ranks(_overlap_ranks, WORLD, adapter)
+    _run_overlap(run_colocated, grading_seed, OVERLAP_2025)
 
 
 @pytest.mark.colocated
 @pytest.mark.points(2)
-def test_ddp_2026_communication_overlaps_backward(adapter, run_ranks):
+def test_ddp_2026_communication_overlaps_backward(adapter, run_colocated, grading_seed):
     """As above for ``get_ddp``: asynchronous all-reduces issued while backward runs, one per trainable
     parameter."""
     _need(adapter, "get_ddp", "ddp_on_after_backward")
-    run_ranks(_overlap_ranks, WORLD, adapter, (("ddp-2026", None),))
+    _run_overlap(run_colocated, grading_seed, OVERLAP_2026)

@@ -121,6 +121,18 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.py"))}
 
 
+def _neutered(source: bytes) -> bool:
+    """A spec file as ``rewrite_specs`` leaves it: every test function's body is ``pass``."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    tests = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+    return bool(tests) and all(len(n.body) == 1 and isinstance(n.body[0], ast.Pass) for n in tests)
+
+
 def copy_specs(dest: Path, tree: Path, unit: str = "optim") -> Path:
     """A private copy of ``tree/specs`` with only ``unit`` (an attack may rewrite it)."""
     specs = dest / "specs"
@@ -192,8 +204,9 @@ def grade_attack(attack: str, work: Path, tree: Path = ROOT, unit: str = "optim"
     tree_specs_after = _snapshot(tree / "specs")
     out.specs_changed = _snapshot(specs) != specs_before or tree_specs_after != tree_specs_before
     for rel, data in tree_specs_before.items():  # put the tree's specs back for the next attack
-        if tree_specs_after.get(rel) != data:
-            (tree / "specs" / rel).write_bytes(data)
+        after = tree_specs_after.get(rel)
+        if after is not None and after != data and _neutered(after):  # only what an attack wrote: the tree may
+            (tree / "specs" / rel).write_bytes(data)  # be a checkout someone is editing meanwhile
     out.plugin_changed = plugin.read_bytes() != plugin_before
     if out.plugin_changed:  # put the grader back for the next attack
         plugin.write_bytes(plugin_before)
