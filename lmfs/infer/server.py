@@ -12,6 +12,7 @@ model name the server does not serve; 429 when the queue is full.
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -101,6 +102,14 @@ class Server:
         self.template = chat_template or ChatTemplate()
         self.stop_token_ids = tuple(stop_token_ids)
         self.started = time.time()
+        self._relays: dict[int, Relay] = {}
+
+    def relay(self, loop: asyncio.AbstractEventLoop) -> "Relay":
+        """The event-loop relay for ``loop`` (one per loop, shared by its requests)."""
+        r = self._relays.get(id(loop))
+        if r is None or r.loop is not loop:
+            r = self._relays[id(loop)] = Relay(loop)
+        return r
 
     # ---- request parsing
     def sampling(self, body: dict, chat: bool) -> tuple[SamplingParams, bool]:
@@ -216,6 +225,32 @@ class Server:
             )
 
 
+class Relay:
+    """Hands engine events to the event loop once per burst instead of once per token: the engine thread appends
+    ``(queue, item)`` to an outbox and schedules one ``call_soon_threadsafe`` wake-up that drains it, so a step
+    that completes a token for 32 streams costs one loop wake-up, not 32."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._outbox: list = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def put(self, queue: asyncio.Queue, item) -> None:
+        with self._lock:
+            self._outbox.append((queue, item))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._outbox, self._scheduled = self._outbox, [], False
+        for queue, item in batch:
+            queue.put_nowait(item)
+
+
 def create_app(server: Server):
     """The FastAPI app. Starts the engine loop on startup and stops it on shutdown."""
     from contextlib import asynccontextmanager
@@ -286,11 +321,11 @@ def create_app(server: Server):
         params, stream = server.sampling(body, chat)
         ids = server.prompt_ids(body, chat)
         server.admit()
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
+        relay = server.relay(asyncio.get_running_loop())
 
         def on_event(req: Request, piece: str, done: bool) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (piece, done))
+            relay.put(queue, (piece, done))
 
         try:
             req = engine.submit(ids, params, on_event=on_event)
@@ -350,12 +385,19 @@ def create_app(server: Server):
                 if chat:
                     yield chunk(None, None, first=True)
                 while True:
-                    try:
-                        piece, done = await asyncio.wait_for(queue.get(), timeout=1.0)
-                    except TimeoutError:
-                        if await request.is_disconnected():
-                            return
-                        continue
+                    if queue.empty():
+                        try:
+                            item = await asyncio.wait_for(queue.get(), timeout=1.0)
+                        except TimeoutError:
+                            if await request.is_disconnected():
+                                return
+                            continue
+                    else:
+                        item = queue.get_nowait()
+                    piece, done = item
+                    while not done and not queue.empty():  # a client that fell behind gets one merged chunk
+                        more, done = queue.get_nowait()
+                        piece += more
                     if piece:
                         yield chunk(piece, None)
                     if done:
