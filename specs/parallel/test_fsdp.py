@@ -18,8 +18,8 @@ worker, and this code travels there by value): communication is observed by wrap
 collectives (call them through the ``torch.distributed`` module for these specs to see them), the gathered weights
 by weak references taken inside the layers' ``forward``, and the sizes of the local parameters, gradients and
 optimizer state there. Those observations are the submission's word (code in its process could change them), so
-the specs that rest on them (reduce-scatter during backward, sharded state) are credited only for a run whose
-parameters the spec verified itself.
+the specs that rest on them (reduce-scatter during backward, sharded state), and the gather of the weights the
+rank was handed, are credited only for a run whose parameters the spec verified itself.
 """
 
 from __future__ import annotations
@@ -655,8 +655,10 @@ def test_fsdp_gradients_reduce_scattered_during_backward(fsdp_ranks):
 @pytest.mark.colocated
 @pytest.mark.points(2)
 def test_fsdp_gather_full_params(fsdp_ranks):
-    """Every parameter under the unwrapped module's name, full shape, fp32, equal to the model's."""
+    """Every parameter under the unwrapped module's name, full shape, fp32, equal to the model's (the rank was
+    handed those weights, so this is credited on a run that matches single-process training)."""
     assert_gather_full_params(fsdp_ranks)
+    _credited_only_on_a_verified_run(fsdp_ranks)
 
 
 @pytest.mark.colocated
